@@ -1,0 +1,1 @@
+"""Indexer: folders -> decoded, embedded, stored and indexed items (the only SQL)."""

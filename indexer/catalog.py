@@ -1,0 +1,137 @@
+"""A data directory: its database, its FAISS indices (one per modality) and its lock.
+
+The database is the source of truth. Each index's manifest records the database
+revision it reflects; an index whose revision differs (an interrupted run, a
+deleted file) is rebuilt from the stored embeddings, so index and database
+always agree after :meth:`Catalog.fresh_indices`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from retrieval.encoders import MODALITIES
+from retrieval.index import IndexManifest, VectorIndex, read_manifest
+
+from . import repository as repo
+from .db import open_sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+class CatalogBusyError(RuntimeError):
+    """Another indexer run holds this data directory."""
+
+
+class Catalog:
+    def __init__(self, data_dir: Path, migrate: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.engine, self.sessions = open_sessionmaker(self.data_dir, migrate=migrate)
+        self._lock_fd: int | None = None
+
+    # ---- locking -----------------------------------------------------
+    def lock(self) -> None:
+        """Exclusive writer lock on the data directory (released by the OS on kill)."""
+        fd = os.open(self.data_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CatalogBusyError(
+                f"another indexer run is writing to {self.data_dir}; wait for it to finish"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        self.unlock()
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    # ---- indices -----------------------------------------------------
+    def index_dir(self, modality: str) -> Path:
+        return self.data_dir / "index" / modality
+
+    def state(self) -> tuple[str | None, dict[str, str], int]:
+        with self.session() as s:
+            st = repo.get_state(s)
+            out = (st.model, dict(st.checksums or {}), int(st.revision))
+            s.commit()
+        return out
+
+    def index_is_fresh(self, modality: str, revision: int) -> bool:
+        try:
+            manifest = read_manifest(self.index_dir(modality))
+        except (FileNotFoundError, ValueError, TypeError):
+            return False
+        return manifest.revision == revision and (self.index_dir(modality) / "index.faiss").is_file()
+
+    def fresh_indices(self, factory: str = "auto", force: bool = False) -> dict[str, VectorIndex]:
+        """Load every modality's index, rebuilding (and saving) stale ones from the DB."""
+        model, checksums, revision = self.state()
+        if model is None:
+            return {}
+        out: dict[str, VectorIndex] = {}
+        with self.session() as s:
+            counts = repo.item_counts(s)
+        for modality in MODALITIES:
+            if counts.get(modality, 0) == 0 and not self.index_dir(modality).exists():
+                continue
+            if not force and self.index_is_fresh(modality, revision):
+                out[modality] = VectorIndex.load(self.index_dir(modality))
+                continue
+            log.warning("index for %s is out of date (interrupted run?); rebuilding from stored embeddings", modality)
+            out[modality] = self.rebuild_index(modality, model, checksums, revision, factory)
+        return out
+
+    def rebuild_index(
+        self, modality: str, model: str, checksums: dict[str, str], revision: int, factory: str = "auto",
+        dim: int | None = None,
+    ) -> VectorIndex:
+        ids_parts, vec_parts = [], []
+        with self.session() as s:
+            for ids, vecs in repo.iter_embeddings(s, modality):
+                ids_parts.append(ids)
+                vec_parts.append(vecs)
+        if ids_parts:
+            ids, vecs = np.concatenate(ids_parts), np.concatenate(vec_parts)
+            dim = vecs.shape[1]
+        else:
+            try:
+                dim = dim or read_manifest(self.index_dir(modality)).dim
+            except (FileNotFoundError, ValueError, TypeError):
+                dim = dim or 1
+            ids, vecs = np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+        if factory == "auto":
+            factory = _previous_factory(self.index_dir(modality)) or "auto"
+        index = VectorIndex.build(ids, vecs, model=model, checksums=checksums, dim=dim,
+                                  factory=factory, modality=modality, revision=revision)
+        index.save(self.index_dir(modality))
+        return index
+
+    def save_indices(self, indices: dict[str, VectorIndex], revision: int) -> None:
+        for modality, index in indices.items():
+            index.manifest.revision = revision
+            index.save(self.index_dir(modality))
+
+
+def _previous_factory(folder: Path) -> str | None:
+    """Keep a user-chosen factory across rebuilds, but let 'auto' re-decide for Flat."""
+    try:
+        manifest: IndexManifest = read_manifest(folder)
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    return manifest.extra.get("requested_factory") if manifest.extra else None

@@ -1,0 +1,127 @@
+"""`python -m indexer add|errors|rebuild|status` — see README for the contract."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from retrieval.encoders import ModelError
+from retrieval.index import IndexMismatchError
+
+from . import repository as repo
+from .catalog import Catalog, CatalogBusyError
+from .db import data_dir_from
+from .pipeline import AddOptions, ModelMismatchError, add
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m indexer", description="Index media folders for cross-modal search.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("add", help="index files and folders incrementally")
+    a.add_argument("paths", nargs="+", type=Path)
+    a.add_argument("--data-dir", help="where the database and indices live (default ./data or $RETRIEVAL_DATA_DIR)")
+    a.add_argument("--model", help="model name (default: the data dir's model, else the bundled default)")
+    a.add_argument("--json", action="store_true", help="print one summary object on stdout")
+    a.add_argument("--batch-size", type=int, default=int(os.environ.get("INDEXER_BATCH_SIZE", 32)))
+    a.add_argument("--workers", type=int, default=2, help="decoder threads")
+    a.add_argument("--index-factory", default="auto",
+                   help="FAISS factory string: auto (exact below 200k vectors), Flat, 'IVF{n},Flat', HNSW32, ...")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("errors", help="list files that could not be indexed, with their errors")
+    e.add_argument("--data-dir")
+    e.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("rebuild", help="rebuild the FAISS indices from stored embeddings (no re-encoding)")
+    r.add_argument("--data-dir")
+    r.add_argument("--index-factory", default="auto")
+    r.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="model, item counts per modality, last run")
+    st.add_argument("--data-dir")
+    st.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    data_dir = data_dir_from(args.data_dir)
+    try:
+        catalog = Catalog(data_dir)
+    except Exception as exc:
+        print(f"error: cannot open the catalog for {data_dir}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _COMMANDS[args.command](args, catalog)
+    except (FileNotFoundError, ModelError, ModelMismatchError, IndexMismatchError, CatalogBusyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        catalog.close()
+
+
+def _add(args: argparse.Namespace, catalog: Catalog) -> int:
+    opts = AddOptions(model=args.model, batch_size=max(1, args.batch_size), workers=max(1, args.workers),
+                      factory=args.index_factory, progress=not args.quiet and not args.json)
+    summary = add(args.paths, catalog, opts)
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        d = summary.as_dict()
+        print(f"added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
+              f"removed {d['removed']}, errors {d['errors']} in {d['timings']['total_s']:.1f}s"
+              + ("  (see `python -m indexer errors`)" if d["errors"] else ""))
+    return 0
+
+
+def _errors(args: argparse.Namespace, catalog: Catalog) -> int:
+    with catalog.session() as s:
+        rows = repo.file_errors(s)
+    if args.json:
+        print(json.dumps({"errors": [{"path": p, "error": e} for p, e in rows]}))
+    else:
+        for path, err in rows:
+            print(f"{path}\n    {err}")
+        print(f"{len(rows)} file(s) with errors")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace, catalog: Catalog) -> int:
+    catalog.lock()
+    try:
+        model, checksums, revision = catalog.state()
+        if model is None:
+            print(f"error: {catalog.data_dir} has no indexed items; run `python -m indexer add PATH`", file=sys.stderr)
+            return 2
+        counts = {}
+        with catalog.session() as s:
+            present = repo.item_counts(s)
+        for modality in present:
+            idx = catalog.rebuild_index(modality, model, checksums, revision, factory=args.index_factory)
+            counts[modality] = {"count": idx.count, "factory": idx.manifest.factory}
+    finally:
+        catalog.unlock()
+    print(json.dumps(counts) if args.json else "\n".join(f"{m}: {c['count']} vectors ({c['factory']})" for m, c in counts.items()))
+    return 0
+
+
+def _status(args: argparse.Namespace, catalog: Catalog) -> int:
+    model, _, revision = catalog.state()
+    with catalog.session() as s:
+        counts = repo.item_counts(s)
+        errors = len(repo.file_errors(s))
+        run = repo.last_run(s)
+        last = {"started_at": run.started_at.isoformat(), "summary": run.summary} if run else None
+    out = {"data_dir": str(catalog.data_dir), "model": model, "revision": revision, "items": counts,
+           "errors": errors, "last_run": last}
+    print(json.dumps(out, default=str) if args.json else json.dumps(out, indent=2, default=str))
+    return 0
+
+
+_COMMANDS = {"add": _add, "errors": _errors, "rebuild": _rebuild, "status": _status}

@@ -1,0 +1,95 @@
+"""SQLAlchemy 2.0 models: files, their indexed items, stored embeddings, runs, state.
+
+``items.id`` is the FAISS id. Embeddings live in their own table (the side store
+an index is rebuilt from without re-encoding); metadata queries never load them.
+One naming convention gives constraints the same names on SQLite and Postgres.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class File(Base):
+    """One file seen by the indexer (indexed or failed)."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096), unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # "ok" | "error"
+    error: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Item(Base):
+    """One searchable unit: an image, a text note, or one segment of a recording."""
+
+    __tablename__ = "items"
+    __table_args__ = {"sqlite_autoincrement": True}  # never reuse an id FAISS may still hold
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    start_s: Mapped[float | None] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float)
+    content: Mapped[str | None] = mapped_column(Text)  # transcript or note text
+    extra: Mapped[dict | None] = mapped_column(JSON)  # ASR segments, confidences, image size, ...
+
+
+class Embedding(Base):
+    """The unit vector of an item (float32 bytes), kept to rebuild indices."""
+
+    __tablename__ = "embeddings"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Run(Base):
+    """One `indexer add` run and its summary."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(512))
+    summary: Mapped[dict | None] = mapped_column(JSON)
+
+
+class State(Base):
+    """Single row: the catalog's model and a revision bumped by every write."""
+
+    __tablename__ = "state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str | None] = mapped_column(String(512))
+    checksums: Mapped[dict | None] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,182 @@
+"""Repository functions: every SQL statement of the project lives here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from .models import Embedding, File, Item, Run, State, utcnow
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    id: int
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class NewItem:
+    modality: str
+    vector: np.ndarray
+    start_s: float | None = None
+    end_s: float | None = None
+    content: str | None = None
+    extra: dict | None = None
+
+
+# ---------------------------------------------------------------- state
+def get_state(s: Session) -> State:
+    state = s.get(State, 1)
+    if state is None:
+        state = State(id=1, model=None, checksums=None, revision=0)
+        s.add(state)
+        s.flush()
+    return state
+
+
+def bump_revision(s: Session) -> int:
+    state = get_state(s)
+    state.revision = int(state.revision) + 1
+    return state.revision
+
+
+def set_model(s: Session, model: str, checksums: dict[str, str]) -> None:
+    state = get_state(s)
+    state.model, state.checksums = model, dict(checksums)
+
+
+# ---------------------------------------------------------------- files
+def known_files_under(s: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
+    """Files recorded at or below any of ``roots`` (absolute paths)."""
+    out: dict[str, KnownFile] = {}
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        q = select(File.path, File.id, File.size, File.mtime_ns, File.sha256, File.status).where(
+            (File.path == root) | File.path.startswith(prefix, autoescape=True)
+        )
+        for path, fid, size, mtime, sha, status in s.execute(q):
+            out[path] = KnownFile(fid, size, mtime, sha, status)
+    return out
+
+
+def touch_file(s: Session, file_id: int, size: int, mtime_ns: int) -> None:
+    s.execute(update(File).where(File.id == file_id).values(size=size, mtime_ns=mtime_ns))
+
+
+def item_ids_of_files(s: Session, file_ids: Iterable[int]) -> list[tuple[int, str]]:
+    ids = list(file_ids)
+    out: list[tuple[int, str]] = []
+    for chunk in _chunks(ids, 500):
+        out += [(i, m) for i, m in s.execute(select(Item.id, Item.modality).where(Item.file_id.in_(chunk)))]
+    return out
+
+
+def delete_items_of_files(s: Session, file_ids: Iterable[int]) -> list[tuple[int, str]]:
+    """Delete the items (and embeddings) of files; returns (item id, modality) removed."""
+    removed = item_ids_of_files(s, file_ids)
+    for chunk in _chunks([i for i, _ in removed], 500):
+        s.execute(delete(Embedding).where(Embedding.item_id.in_(chunk)))
+        s.execute(delete(Item).where(Item.id.in_(chunk)))
+    return removed
+
+
+def delete_files(s: Session, file_ids: Sequence[int]) -> list[tuple[int, str]]:
+    removed = delete_items_of_files(s, file_ids)
+    for chunk in _chunks(list(file_ids), 500):
+        s.execute(delete(File).where(File.id.in_(chunk)))
+    return removed
+
+
+def upsert_file(
+    s: Session, *, path: str, file_id: int | None, modality: str | None, size: int, mtime_ns: int,
+    sha256: str | None, error: str | None,
+) -> File:
+    row = s.get(File, file_id) if file_id is not None else None
+    if row is None:
+        row = File(path=path)
+        s.add(row)
+    row.modality, row.size, row.mtime_ns, row.sha256 = modality, size, mtime_ns, sha256
+    row.status, row.error, row.indexed_at = ("error" if error else "ok"), error, utcnow()
+    s.flush()
+    return row
+
+
+def add_items(s: Session, file_id: int, items: Sequence[NewItem]) -> list[int]:
+    rows = [
+        Item(file_id=file_id, modality=it.modality, start_s=it.start_s, end_s=it.end_s,
+             content=it.content, extra=it.extra)
+        for it in items
+    ]
+    s.add_all(rows)
+    s.flush()
+    for row, it in zip(rows, items):
+        vec = np.ascontiguousarray(it.vector, dtype=np.float32)
+        s.add(Embedding(item_id=row.id, dim=int(vec.shape[0]), vector=vec.tobytes()))
+    return [r.id for r in rows]
+
+
+# ---------------------------------------------------------------- reads
+def iter_embeddings(s: Session, modality: str, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) chunks of every stored embedding of ``modality``, by id."""
+    last = -1
+    while True:
+        rows = s.execute(
+            select(Embedding.item_id, Embedding.vector)
+            .join(Item, Item.id == Embedding.item_id)
+            .where(Item.modality == modality, Embedding.item_id > last)
+            .order_by(Embedding.item_id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        yield ids, vecs
+        last = int(ids[-1])
+
+
+def item_hits(s: Session, ids: Sequence[int]) -> dict[int, dict]:
+    """Metadata for search hits, keyed by item id."""
+    out: dict[int, dict] = {}
+    for chunk in _chunks(list(ids), 500):
+        q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, File.path).join(
+            File, File.id == Item.file_id
+        ).where(Item.id.in_(chunk))
+        for iid, modality, start, end, content, path in s.execute(q):
+            out[iid] = {"id": iid, "path": path, "modality": modality, "start": start, "end": end, "content": content}
+    return out
+
+
+def item_counts(s: Session) -> dict[str, int]:
+    return {m: n for m, n in s.execute(select(Item.modality, func.count()).group_by(Item.modality))}
+
+
+def file_errors(s: Session) -> list[tuple[str, str]]:
+    return [(p, e) for p, e in s.execute(select(File.path, File.error).where(File.status == "error").order_by(File.path))]
+
+
+def start_run(s: Session, model: str) -> int:
+    run = Run(model=model)
+    s.add(run)
+    s.flush()
+    return run.id
+
+
+def finish_run(s: Session, run_id: int, summary: dict) -> None:
+    s.execute(update(Run).where(Run.id == run_id).values(finished_at=utcnow(), summary=summary))
+
+
+def last_run(s: Session) -> Run | None:
+    return s.execute(select(Run).order_by(Run.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]

@@ -1,0 +1,214 @@
+"""Decoders: the only file I/O per modality. Bytes in, arrays (or text) out.
+
+* :func:`sniff` decides a file's modality by content (magic bytes), using the
+  extension only for plain text, which has no magic.
+* :func:`load_image` -> RGB ``PIL.Image`` (EXIF orientation applied, transparency
+  composited on white, pixel-count guard against decompression bombs).
+* :func:`load_audio` -> mono float32 at 16 kHz (PyAV decodes every container
+  ffmpeg knows; torchaudio resamples). :func:`split_segments` cuts long
+  recordings into overlapping windows with their times.
+* :func:`load_text` -> ``str`` with the encoding detected (charset-normalizer).
+
+Every failure raises :class:`DecodeError` naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+MAX_IMAGE_PIXELS = 64_000_000
+SEGMENT_SECONDS = 30.0
+SEGMENT_OVERLAP_SECONDS = 5.0
+MAX_TEXT_BYTES = 5_000_000
+
+IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
+TEXT_EXTENSIONS = {".txt", ".md", ".markdown", ".text"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".mp4a"}
+
+
+class DecodeError(ValueError):
+    """A file could not be decoded; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class AudioSegment:
+    start: float
+    end: float
+    samples: np.ndarray
+
+
+def _head(path: Path, n: int = 64) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def sniff(path: Path) -> str | None:
+    """``"image"``, ``"audio"``, ``"text"``, or None for files we do not index.
+
+    Content decides for images and audio; a known media extension whose content
+    matches nothing still returns its modality so the decoder reports why.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        head = _head(path)
+    except OSError:
+        head = b""
+    kind = _magic_modality(head)
+    if kind:
+        return kind
+    if suffix in TEXT_EXTENSIONS:
+        return "text"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in AUDIO_EXTENSIONS:
+        return "audio"
+    return None
+
+
+def _magic_modality(head: bytes) -> str | None:
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio"
+    if head.startswith((b"fLaC", b"OggS", b"ID3")):
+        return "audio"
+    if len(head) > 1 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0:
+        return "audio"  # MPEG audio frame sync (layer bits non-zero)
+    if head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B ", b"mp42", b"isom", b"dash", b"3gp4"):
+        return "audio"
+    return None
+
+
+# ---------------------------------------------------------------- images
+def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
+    """RGB image with EXIF orientation applied; refuses decompression bombs."""
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format not in IMAGE_FORMATS:
+                    raise DecodeError(f"{path}: unsupported image format {img.format}")
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise DecodeError(
+                        f"{path}: image is {w}x{h} = {w * h:,} pixels, over the {max_pixels:,} limit; downscale it"
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
+        raise DecodeError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+# ---------------------------------------------------------------- audio
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 samples in [-1, 1] at ``sample_rate``."""
+    import av
+    import torch
+    import torchaudio.functional as AF
+
+    path = Path(path)
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise DecodeError(f"{path}: no audio stream found")
+            stream = container.streams.audio[0]
+            source_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            resampler = av.AudioResampler(format="fltp", layout="mono", rate=source_rate or None)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from None
+    if not chunks or sum(len(c) for c in chunks) == 0:
+        raise DecodeError(f"{path}: audio has no samples (empty recording)")
+    audio = np.concatenate(chunks).astype(np.float32)
+    if not source_rate:
+        raise DecodeError(f"{path}: audio stream declares no sample rate")
+    if source_rate != sample_rate:
+        audio = AF.resample(torch.from_numpy(audio), source_rate, sample_rate).numpy()
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def split_segments(
+    audio: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    window: float = SEGMENT_SECONDS,
+    overlap: float = SEGMENT_OVERLAP_SECONDS,
+) -> list[AudioSegment]:
+    """Whole clip if it fits one window, else overlapping windows with their times."""
+    total = len(audio) / sample_rate
+    if total <= window:
+        return [AudioSegment(0.0, round(total, 3), audio)]
+    hop = window - overlap
+    segments = []
+    start = 0.0
+    while True:
+        end = min(start + window, total)
+        a, b = int(start * sample_rate), int(end * sample_rate)
+        segments.append(AudioSegment(round(start, 3), round(end, 3), audio[a:b]))
+        if end >= total:
+            break
+        start += hop
+        if total - start < overlap:  # the tail is already inside the last window
+            break
+    return segments
+
+
+# ---------------------------------------------------------------- text
+def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Text with its encoding detected; never raises on odd encodings."""
+    from charset_normalizer import from_bytes
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DecodeError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > max_bytes:
+        raise DecodeError(f"{path}: text file is {len(data):,} bytes, over the {max_bytes:,} limit; split it")
+    if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DecodeError(f"{path}: looks binary, not text")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", errors="replace")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            best = from_bytes(data).best()
+            text = str(best) if best is not None else data.decode("latin-1")
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        raise DecodeError(f"{path}: text file is empty")
+    return text

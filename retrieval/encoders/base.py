@@ -1,0 +1,84 @@
+"""The one encoder interface: ``encode(batch) -> float32 (N, D)`` unit vectors.
+
+Every tower implements ``_embed`` (raw vectors, plus optional per-item notes such
+as an ASR transcript); :meth:`Tower.encode` is the single place where vectors are
+L2-normalised. Inputs per modality: ``str`` for text, RGB ``PIL.Image.Image`` for
+images, mono 16 kHz float32 ``numpy`` arrays for audio (see ``retrieval.decoders``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+MODALITIES = ("image", "audio", "text")
+
+
+class ModelError(RuntimeError):
+    """A model cannot be created or used (unknown name, bad weights, offline)."""
+
+
+@dataclass
+class Encoded:
+    """Unit vectors for a batch and optional per-item metadata (e.g. transcripts)."""
+
+    vectors: np.ndarray
+    notes: list[dict[str, Any] | None] = field(default_factory=list)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class Tower(ABC):
+    """One modality's encoder into the model's joint space."""
+
+    modality: str
+    dim: int
+
+    @abstractmethod
+    def _embed(self, batch: Sequence[Any]) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
+        """Raw (unnormalised) vectors (N, dim) and per-item notes (or Nones)."""
+
+    def encode_with_notes(self, batch: Sequence[Any]) -> Encoded:
+        if len(batch) == 0:
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
+        raw, notes = self._embed(batch)
+        vectors = l2_normalize(raw)
+        if vectors.shape != (len(batch), self.dim):
+            raise ModelError(f"{type(self).__name__} returned shape {vectors.shape}, expected ({len(batch)}, {self.dim})")
+        return Encoded(vectors, list(notes) if notes else [None] * len(batch))
+
+    def encode(self, batch: Sequence[Any]) -> np.ndarray:
+        return self.encode_with_notes(batch).vectors
+
+
+class Model:
+    """A named set of towers sharing one embedding space."""
+
+    def __init__(self, name: str, dim: int, towers: dict[str, Tower], checksums: dict[str, str]) -> None:
+        self.name = name
+        self.dim = dim
+        self.towers = towers
+        self.checksums = checksums
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.towers)
+
+    def tower(self, modality: str) -> Tower:
+        try:
+            return self.towers[modality]
+        except KeyError:
+            raise ModelError(
+                f"model '{self.name}' has no {modality} encoder (it encodes: {', '.join(self.modalities)}); "
+                f"use a model that does, e.g. --model openclip:ViT-B-32/laion2b_s34b_b79k for images"
+            ) from None
+
+    def encode(self, modality: str, batch: Sequence[Any]) -> np.ndarray:
+        return self.tower(modality).encode(batch)

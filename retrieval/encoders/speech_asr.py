@@ -1,0 +1,62 @@
+"""Speech by ASR cascade: Whisper (faster-whisper) transcript -> a text tower.
+
+The transcript, its segments (with times) and the ASR's mean log-probability are
+returned as per-item notes so the indexer can store them as metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .base import Tower
+from .device import torch_device
+
+SAMPLE_RATE = 16_000
+
+
+class WhisperAsr:
+    """faster-whisper over a local CTranslate2 model folder."""
+
+    def __init__(self, model_dir: Path, beam_size: int = 5) -> None:
+        from faster_whisper import WhisperModel
+
+        device = "cuda" if torch_device().startswith("cuda") else "cpu"
+        compute_type = "float16" if device == "cuda" else "int8"
+        threads = int(os.environ.get("RETRIEVAL_ASR_THREADS", os.cpu_count() or 1))
+        self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads)
+        self.beam_size = beam_size
+
+    def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
+        segments, _info = self.model.transcribe(
+            np.asarray(audio, dtype=np.float32),
+            language="en",
+            beam_size=self.beam_size,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        segs = [
+            {"start": round(float(s.start), 2), "end": round(float(s.end), 2), "text": s.text.strip(),
+             "avg_logprob": round(float(s.avg_logprob), 4)}
+            for s in segments
+        ]
+        text = " ".join(s["text"] for s in segs if s["text"]).strip()
+        logprob = float(np.mean([s["avg_logprob"] for s in segs])) if segs else float("-inf")
+        return {"transcript": text, "segments": segs, "asr_logprob": round(logprob, 4) if segs else None}
+
+
+class AsrCascadeSpeech(Tower):
+    modality = "audio"
+
+    def __init__(self, asr: WhisperAsr, text: Tower) -> None:
+        self.asr = asr
+        self.text = text
+        self.dim = text.dim
+
+    def _embed(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        notes = [self.asr.transcribe(audio) for audio in batch]
+        raw, _ = self.text._embed([n["transcript"] for n in notes])
+        return raw, notes

@@ -1,0 +1,40 @@
+"""Text tower: sentence-transformers all-MiniLM-L6-v2 (mean pooling), locked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import Tower
+from .device import torch_device
+
+
+class MiniLMText(Tower):
+    modality = "text"
+
+    def __init__(self, model_dir: Path, max_tokens: int = 256, batch_size: int = 64) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.device = torch_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def _embed(self, batch: Sequence[str]) -> tuple[np.ndarray, list[None]]:
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = [str(t) for t in batch[start:start + self.batch_size]]
+            tokens = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            ).to(self.device)
+            hidden = self.model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(pooled.float().cpu().numpy())
+        return np.concatenate(out), [None] * len(batch)

@@ -1,0 +1,267 @@
+"""FAISS vector index for one modality, with ids = SQL primary keys and a manifest.
+
+One :class:`VectorIndex` per item modality. Vectors are unit float32 rows and the
+metric is inner product (= cosine). The factory string picks the structure:
+``"Flat"`` (exact, the default for small collections), ``"IVF1024,Flat"``,
+``"HNSW32"``, ... or ``"auto"`` which picks by collection size. Every index is
+wrapped in ``IndexIDMap2`` so ids are the database's primary keys.
+
+On disk an index is a folder holding ``index.faiss`` and ``manifest.json``
+(model, checksums, dim, metric, factory, count, revision). Both are written
+atomically (temp file + rename); the manifest is written last, so a crash between
+the two leaves a manifest whose ``revision`` no longer matches the database and
+the caller rebuilds from the stored embeddings.
+
+When faiss sees a GPU (faiss-gpu builds), search runs on it; the saved file is
+always the CPU form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.faiss"
+AUTO_EXACT_LIMIT = 200_000
+HNSW_EF_SEARCH = 128
+
+
+class IndexMismatchError(RuntimeError):
+    """The saved index was built with another model or dimension than asked for."""
+
+
+@dataclass
+class IndexManifest:
+    model: str
+    checksums: dict[str, str]
+    dim: int
+    factory: str
+    metric: str = "inner_product"
+    count: int = 0
+    revision: int = 0
+    modality: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_factory(factory: str, n_vectors: int) -> str:
+    """Turn ``"auto"`` into a concrete factory string for ``n_vectors`` rows."""
+    if factory != "auto":
+        return factory
+    if n_vectors < AUTO_EXACT_LIMIT:
+        return "Flat"
+    return "HNSW32"
+
+
+def ivf_lists_for(n_vectors: int) -> int:
+    """A sensible IVF list count: about 4*sqrt(n), at least 1."""
+    return max(1, int(4 * math.sqrt(max(n_vectors, 1))))
+
+
+def _gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _needs_training(factory: str) -> bool:
+    return factory.upper().startswith(("IVF", "PQ", "OPQ")) or ",PQ" in factory.upper()
+
+
+def _supports_remove(factory: str) -> bool:
+    return not factory.upper().startswith("HNSW")
+
+
+class VectorIndex:
+    """A FAISS index of unit vectors keyed by int64 ids."""
+
+    def __init__(self, manifest: IndexManifest, index: faiss.Index | None = None) -> None:
+        self.manifest = manifest
+        self._cpu = index if index is not None else self._empty(manifest.factory, manifest.dim)
+        self._gpu: faiss.Index | None = None
+
+    # ---- construction -------------------------------------------------
+    @staticmethod
+    def _empty(factory: str, dim: int) -> faiss.Index:
+        return faiss.index_factory(dim, f"IDMap2,{factory}", faiss.METRIC_INNER_PRODUCT)
+
+    @classmethod
+    def build(
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        model: str,
+        checksums: dict[str, str],
+        dim: int,
+        factory: str = "auto",
+        modality: str = "",
+        revision: int = 0,
+    ) -> "VectorIndex":
+        """Build a fresh index over ``vectors`` (N, dim) with ``ids`` (N,)."""
+        vectors = _as_matrix(vectors, dim)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        concrete = resolve_factory(factory, len(ids))
+        if _needs_training(concrete) and "{n}" in concrete:
+            concrete = concrete.replace("{n}", str(ivf_lists_for(len(ids))))
+        manifest = IndexManifest(
+            model=model, checksums=dict(checksums), dim=dim, factory=concrete,
+            modality=modality, revision=revision,
+            extra={"requested_factory": factory} if factory != "auto" else {},
+        )
+        index = cls(manifest)
+        if _needs_training(concrete):
+            if len(ids) == 0:
+                manifest.factory = concrete = "Flat"
+                index._cpu = cls._empty(concrete, dim)
+            else:
+                index._cpu.train(vectors)
+        index._tune()
+        if len(ids):
+            index._cpu.add_with_ids(vectors, ids)
+        manifest.count = int(index._cpu.ntotal)
+        return index
+
+    def _tune(self) -> None:
+        inner = faiss.downcast_index(self._cpu.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efSearch = max(inner.hnsw.efSearch, HNSW_EF_SEARCH)
+        elif isinstance(inner, faiss.IndexIVF):
+            inner.nprobe = max(1, min(inner.nlist, max(16, inner.nlist // 16)))
+
+    # ---- mutation -----------------------------------------------------
+    @property
+    def count(self) -> int:
+        return int(self._cpu.ntotal)
+
+    @property
+    def supports_remove(self) -> bool:
+        return _supports_remove(self.manifest.factory)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._cpu.is_trained)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        if not self._cpu.is_trained:
+            raise RuntimeError(
+                f"index '{self.manifest.factory}' is not trained; rebuild it with VectorIndex.build"
+            )
+        self._cpu.add_with_ids(_as_matrix(vectors, self.manifest.dim), np.asarray(ids, dtype=np.int64))
+        self._gpu = None
+        self.manifest.count = self.count
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ``ids``; returns how many were removed. Raises if unsupported."""
+        if len(ids) == 0:
+            return 0
+        if not self.supports_remove:
+            raise NotImplementedError(f"factory '{self.manifest.factory}' cannot remove ids; rebuild instead")
+        removed = self._cpu.remove_ids(np.asarray(ids, dtype=np.int64))
+        self._gpu = None
+        self.manifest.count = self.count
+        return int(removed)
+
+    def ids(self) -> np.ndarray:
+        """All ids in the index (order of insertion)."""
+        return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+
+    # ---- search -------------------------------------------------------
+    def _searchable(self) -> faiss.Index:
+        if _gpu_available() and self._gpu is None:
+            try:
+                self._gpu = faiss.index_cpu_to_all_gpus(self._cpu)
+            except RuntimeError:  # structure without a GPU implementation (e.g. HNSW)
+                self._gpu = self._cpu
+        return self._gpu if self._gpu is not None else self._cpu
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1."""
+        queries = _as_matrix(queries, self.manifest.dim)
+        k = max(1, min(int(k), max(self.count, 1)))
+        if self.count == 0:
+            n = len(queries)
+            return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+        scores, ids = self._searchable().search(queries, k)
+        return scores, ids
+
+    # ---- persistence --------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp_index = folder / (INDEX_NAME + ".tmp")
+        faiss.write_index(self._cpu, str(tmp_index))
+        os.replace(tmp_index, folder / INDEX_NAME)
+        self.manifest.count = self.count
+        _write_json_atomic(folder / MANIFEST_NAME, asdict(self.manifest))
+
+    @classmethod
+    def load(cls, folder: Path) -> "VectorIndex":
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        index_path = folder / INDEX_NAME
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} is missing; run `python -m indexer rebuild`")
+        index = faiss.read_index(str(index_path))
+        vi = cls(manifest, index)
+        vi._tune()
+        return vi
+
+    def check_model(self, model: str, checksums: dict[str, str]) -> None:
+        """Refuse queries from another model than the one this index was built with."""
+        check_compatible(self.manifest, model, checksums)
+
+
+def check_compatible(manifest: IndexManifest, model: str, checksums: dict[str, str]) -> None:
+    if manifest.model != model:
+        raise IndexMismatchError(
+            f"the {manifest.modality or ''} index was built with model '{manifest.model}', "
+            f"not '{model}'; query with --model {manifest.model}, or re-index with "
+            f"`python -m indexer add PATH --model {model} --data-dir NEW_DIR`"
+        )
+    changed = sorted(k for k in manifest.checksums if checksums.get(k) not in (None, manifest.checksums[k]))
+    if changed:
+        raise IndexMismatchError(
+            f"model '{model}' weights differ from those the index was built with "
+            f"({', '.join(changed)}); re-index into a new data directory with `python -m indexer add PATH --data-dir NEW_DIR`"
+        )
+
+
+def read_manifest(folder: Path) -> IndexManifest:
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no index at {folder} ({MANIFEST_NAME} missing); run `python -m indexer add PATH`") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); run `python -m indexer rebuild`") from None
+    return IndexManifest(**data)
+
+
+def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force ground truth (for tests and benchmarks)."""
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    scores, pos = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return scores, np.where(pos >= 0, np.asarray(ids)[pos], -1)
+
+
+def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape (N, {dim}), got {x.shape}")
+    return x
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
