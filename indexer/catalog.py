@@ -30,9 +30,9 @@ class CatalogBusyError(RuntimeError):
 
 
 class Catalog:
-    def __init__(self, data_dir: Path, migrate: bool = True) -> None:
+    def __init__(self, data_dir: Path, migrate: bool = True, database_url: str | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.engine, self.sessions = open_sessionmaker(self.data_dir, migrate=migrate)
+        self.engine, self.sessions = open_sessionmaker(self.data_dir, migrate=migrate, url=database_url)
         self._lock_fd: int | None = None
 
     # ---- locking -----------------------------------------------------

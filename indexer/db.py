@@ -55,9 +55,11 @@ def upgrade_to_head(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_sessionmaker(data_dir: Path, migrate: bool = True) -> tuple[Engine, sessionmaker[Session]]:
+def open_sessionmaker(
+    data_dir: Path, migrate: bool = True, url: str | None = None
+) -> tuple[Engine, sessionmaker[Session]]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = database_url(data_dir)
+    url = url or database_url(data_dir)
     engine = make_engine(url)
     if migrate:
         upgrade_to_head(engine)

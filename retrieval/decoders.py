@@ -189,8 +189,6 @@ def split_segments(
 # ---------------------------------------------------------------- text
 def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Text with its encoding detected; never raises on odd encodings."""
-    from charset_normalizer import from_bytes
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -206,9 +204,21 @@ def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            best = from_bytes(data).best()
-            text = str(best) if best is not None else data.decode("latin-1")
+            text = _guess_legacy_encoding(data)
     text = text.replace("\r\n", "\n").strip()
     if not text:
         raise DecodeError(f"{path}: text file is empty")
     return text
+
+
+def _guess_legacy_encoding(data: bytes) -> str:
+    """Best charset-normalizer guess; among equally plausible ones prefer Windows-1252."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        return data.decode("cp1252", errors="replace")
+    best = matches[0]
+    tied = [m for m in matches if m.chaos == best.chaos and m.coherence == best.coherence]
+    preferred = next((m for m in tied if m.encoding in ("cp1252", "latin_1", "iso8859_15")), best)
+    return str(preferred)

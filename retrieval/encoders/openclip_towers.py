@@ -85,9 +85,15 @@ class OpenClipBundle:
                 )
             ckpt = _fetch_pretrained(arch, pretrained, cfg)
             mean, std = cfg.get("mean"), cfg.get("std")
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=str(ckpt), image_mean=mean, image_std=std
-        )
+        try:
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=str(ckpt), image_mean=mean, image_std=std
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"could not load {ckpt} as an OpenCLIP '{arch}' checkpoint ({type(exc).__name__}: {str(exc)[:300]}); "
+                f"check that the file was saved from that architecture"
+            ) from None
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.checksums = {f"openclip/{Path(ckpt).name}": sha256_file(Path(ckpt))}
 

@@ -98,7 +98,11 @@ def _build_openclip(name: str) -> Model:
     from .openclip_towers import OpenClipBundle, OpenClipImage, OpenClipText
     from .speech_asr import AsrCascadeSpeech, WhisperAsr
 
-    bundle = OpenClipBundle(name[len(OPENCLIP_PREFIX):])
+    spec = name[len(OPENCLIP_PREFIX):]
+    if Path(spec).expanduser().is_dir():  # one name per local folder, however it was spelled
+        spec = str(Path(spec).expanduser().resolve())
+        name = OPENCLIP_PREFIX + spec
+    bundle = OpenClipBundle(spec)
     text = OpenClipText(bundle)
     checksums = dict(bundle.checksums)
     asr_spec = model_config(DEFAULT_MODEL)["towers"]["audio"]

@@ -17,6 +17,9 @@ class MiniLMText(Tower):
 
     def __init__(self, model_dir: Path, max_tokens: int = 256, batch_size: int = 64) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         self.device = torch_device()
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)

@@ -1,0 +1,55 @@
+"""`python -m retrieval search`: fused query -> hits with paths and segment times."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from indexer import repository as repo
+from indexer.catalog import Catalog
+from indexer.db import data_dir_from
+
+from ..encoders import create_model
+from ..index import check_compatible
+from ..search import QueryInput, Searcher
+
+
+def run_search(args: argparse.Namespace) -> int:
+    inputs = [QueryInput(m, v) for m, v in (getattr(args, "inputs", None) or [])]
+    if not inputs:
+        raise ValueError("give at least one query input: --text T, --image FILE or --audio FILE")
+    data_dir = data_dir_from(args.data_dir)
+    if not (data_dir / "index").is_dir():
+        raise FileNotFoundError(f"no index in {data_dir}; run `python -m indexer add PATH --data-dir {data_dir}` first")
+    catalog = Catalog(data_dir)
+    try:
+        indices = catalog.fresh_indices()
+        if args.model:  # refuse before loading another model
+            for index in indices.values():
+                check_compatible(index.manifest, args.model, {})
+        searcher = Searcher(indices, create_model(args.model) if args.model else None)
+        hits = searcher.search(inputs, target=args.target, k=max(1, args.k))
+        with catalog.session() as s:
+            meta = repo.item_hits(s, [h.id for h in hits])
+    finally:
+        catalog.close()
+    rows = []
+    for h in hits:
+        m = meta.get(h.id, {})
+        row = {"id": h.id, "path": m.get("path"), "modality": h.modality, "score": round(h.score, 4)}
+        if m.get("start") is not None:
+            row["start"], row["end"] = m["start"], m["end"]
+        if m.get("content"):
+            row["text"] = m["content"][:200]
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"hits": rows}))
+    else:
+        if not rows:
+            print("no results (is anything of that modality indexed? `python -m indexer status`)")
+        for r in rows:
+            where = f" [{r['start']:.1f}-{r['end']:.1f}s]" if "start" in r else ""
+            snippet = f"  \"{r['text'][:80]}\"" if r.get("text") else ""
+            print(f"{r['score']:.3f}  {r['modality']:<5}  {Path(r['path']).name if r['path'] else r['id']}{where}{snippet}")
+    return 0
