@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from retrieval import decoders
-from retrieval.encoders import DEFAULT_MODEL, Model, create_model
+from retrieval.encoders import DEFAULT_MODEL, Model, canonical_name, create_model
 from retrieval.index import VectorIndex, resolve_factory
 
 from . import repository as repo
@@ -304,7 +304,7 @@ def _same_factory(desired: str, actual: str) -> bool:
 def resolve_model(catalog: Catalog, requested: str | None) -> Model:
     """The model for this catalog; refuses one other than the catalog's."""
     recorded, recorded_sums, _ = catalog.state()
-    name = requested or recorded or DEFAULT_MODEL
+    name = canonical_name(requested or recorded or DEFAULT_MODEL)
     with catalog.session() as s:
         has_items = bool(repo.item_counts(s))
     if recorded and has_items and recorded != name:

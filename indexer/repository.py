@@ -146,11 +146,12 @@ def item_hits(s: Session, ids: Sequence[int]) -> dict[int, dict]:
     """Metadata for search hits, keyed by item id."""
     out: dict[int, dict] = {}
     for chunk in _chunks(list(ids), 500):
-        q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, File.path).join(
+        q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, Item.extra, File.path).join(
             File, File.id == Item.file_id
         ).where(Item.id.in_(chunk))
-        for iid, modality, start, end, content, path in s.execute(q):
-            out[iid] = {"id": iid, "path": path, "modality": modality, "start": start, "end": end, "content": content}
+        for iid, modality, start, end, content, extra, path in s.execute(q):
+            out[iid] = {"id": iid, "path": path, "modality": modality, "start": start, "end": end,
+                        "content": content, "extra": extra or {}}
     return out
 
 

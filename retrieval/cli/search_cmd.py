@@ -10,9 +10,12 @@ from indexer import repository as repo
 from indexer.catalog import Catalog
 from indexer.db import data_dir_from
 
-from ..encoders import create_model
+from ..encoders import canonical_name, create_model
 from ..index import check_compatible
 from ..search import QueryInput, Searcher
+from ..spans import best_span
+
+SPAN_REFINE_TOP = 10
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -27,21 +30,27 @@ def run_search(args: argparse.Namespace) -> int:
         indices = catalog.fresh_indices()
         if args.model:  # refuse before loading another model
             for index in indices.values():
-                check_compatible(index.manifest, args.model, {})
+                check_compatible(index.manifest, canonical_name(args.model), {})
         searcher = Searcher(indices, create_model(args.model) if args.model else None)
-        hits = searcher.search(inputs, target=args.target, k=max(1, args.k))
+        query = searcher.query_vector(inputs)
+        hits = searcher.search_vector(query, target=args.target, k=max(1, args.k))
         with catalog.session() as s:
             meta = repo.item_hits(s, [h.id for h in hits])
     finally:
         catalog.close()
     rows = []
-    for h in hits:
+    for rank, h in enumerate(hits):
         m = meta.get(h.id, {})
         row = {"id": h.id, "path": m.get("path"), "modality": h.modality, "score": round(h.score, 4)}
-        if m.get("start") is not None:
-            row["start"], row["end"] = m["start"], m["end"]
         if m.get("content"):
             row["text"] = m["content"][:200]
+        if m.get("start") is not None:
+            row["start"], row["end"] = m["start"], m["end"]
+            segments = m.get("extra", {}).get("segments") or []
+            span = best_span(searcher.model, query, segments) if rank < SPAN_REFINE_TOP and len(segments) > 1 else None
+            if span:  # narrow a long window to the sentence that matched
+                row["window"] = [m["start"], m["end"]]
+                row["start"], row["end"], row["text"] = span["start"], span["end"], span["text"]
         rows.append(row)
     if args.json:
         print(json.dumps({"hits": rows}))

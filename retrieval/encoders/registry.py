@@ -43,9 +43,19 @@ def model_config(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def canonical_name(name: str | None) -> str:
+    """One spelling per model: the default for None, absolute paths for local OpenCLIP folders."""
+    name = name or DEFAULT_MODEL
+    if name.startswith(OPENCLIP_PREFIX):
+        spec = Path(name[len(OPENCLIP_PREFIX):]).expanduser()
+        if spec.is_dir():
+            return OPENCLIP_PREFIX + str(spec.resolve())
+    return name
+
+
 def create_model(name: str | None = None) -> Model:
     """Create (or reuse) the model called ``name``; the default is the bundled one."""
-    name = name or DEFAULT_MODEL
+    name = canonical_name(name)
     with _LOCK:
         if name not in _CACHE:
             _CACHE[name] = _build(name)
@@ -97,11 +107,7 @@ def _build_openclip(name: str) -> Model:
     from .openclip_towers import OpenClipBundle, OpenClipImage, OpenClipText
     from .speech_asr import AsrCascadeSpeech, WhisperAsr
 
-    spec = name[len(OPENCLIP_PREFIX):]
-    if Path(spec).expanduser().is_dir():  # one name per local folder, however it was spelled
-        spec = str(Path(spec).expanduser().resolve())
-        name = OPENCLIP_PREFIX + spec
-    bundle = OpenClipBundle(spec)
+    bundle = OpenClipBundle(name[len(OPENCLIP_PREFIX):])
     text = OpenClipText(bundle)
     checksums = dict(bundle.checksums)
     asr_spec = model_config(DEFAULT_MODEL)["towers"]["audio"]
