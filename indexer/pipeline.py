@@ -155,7 +155,11 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
             out.units = [Unit("audio", seg.samples, seg.start, seg.end) for seg in decoders.split_segments(audio)]
         else:
             text = decoders.load_text(Path(c.path))
-            out.units = [Unit("text", text, content=text)]
+            passages = decoders.split_passages(text)
+            out.units = [
+                Unit("text", p.text, content=p.text, extra={"chars": [p.start, p.end]} if len(passages) > 1 else None)
+                for p in passages
+            ]
     except (decoders.DecodeError, OSError) as exc:
         out.error = str(exc)
     except Exception as exc:  # any other failure of one file must not stop the run

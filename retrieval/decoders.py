@@ -7,13 +7,15 @@
 * :func:`load_audio` -> mono float32 at 16 kHz (PyAV decodes every container
   ffmpeg knows; torchaudio resamples). :func:`split_segments` cuts long
   recordings into overlapping windows with their times.
-* :func:`load_text` -> ``str`` with the encoding detected (charset-normalizer).
+* :func:`load_text` -> ``str`` with the encoding detected (charset-normalizer);
+  :func:`split_passages` cuts long notes into overlapping passages.
 
 Every failure raises :class:`DecodeError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ MAX_IMAGE_PIXELS = 64_000_000
 SEGMENT_SECONDS = 30.0
 SEGMENT_OVERLAP_SECONDS = 5.0
 MAX_TEXT_BYTES = 5_000_000
+PASSAGE_WORDS = 160  # fits a 256-token text encoder with room for word pieces
+PASSAGE_OVERLAP_WORDS = 40
 
 IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 TEXT_EXTENSIONS = {".txt", ".md", ".markdown", ".text"}
@@ -34,6 +38,13 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".
 
 class DecodeError(ValueError):
     """A file could not be decoded; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    start: int  # character offsets into the note
+    end: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -212,6 +223,24 @@ def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
     if not text:
         raise DecodeError(f"{path}: text file is empty")
     return text
+
+
+def split_passages(
+    text: str, words: int = PASSAGE_WORDS, overlap: int = PASSAGE_OVERLAP_WORDS
+) -> list[Passage]:
+    """Whole note if short, else overlapping word windows with their character offsets."""
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    if len(spans) <= words:
+        return [Passage(0, len(text), text)]
+    out = []
+    hop = words - overlap
+    for first in range(0, len(spans), hop):
+        last = min(first + words, len(spans)) - 1
+        a, b = spans[first][0], spans[last][1]
+        out.append(Passage(a, b, text[a:b]))
+        if last == len(spans) - 1:
+            break
+    return out
 
 
 def _guess_legacy_encoding(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Where in a recording a hit is: pick the transcript segment closest to the query.
+"""Where in an item a hit is: the transcript segment or note excerpt that matched.
 
 An audio item is a window of up to 30 s; its ASR segments (with times) are kept
 as metadata. Embedding those few segment texts with the model's text tower and
@@ -8,6 +8,7 @@ matched.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -25,3 +26,17 @@ def best_span(model: Model, query: np.ndarray, segments: Sequence[dict]) -> dict
     best = keep[int(np.argmax(vectors @ query))]
     seg = segments[best]
     return {"start": float(seg["start"]), "end": float(seg["end"]), "text": texts[best]}
+
+
+def text_snippet(content: str, query_words: Sequence[str], width: int = 200) -> str:
+    """The ``width``-character window of ``content`` holding the most query words (start if none)."""
+    if len(content) <= width:
+        return content
+    words = {w.lower() for w in query_words if len(w) > 2}
+    lowered = content.lower()
+    positions = [m.start() for w in words for m in re.finditer(re.escape(w), lowered)]
+    if not positions:
+        return content[:width]
+    best = max(positions, key=lambda p: sum(p <= q < p + width for q in positions))
+    start = max(0, min(best - width // 4, len(content) - width))
+    return ("…" if start else "") + content[start:start + width] + ("…" if start + width < len(content) else "")

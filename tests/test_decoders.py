@@ -145,3 +145,12 @@ def test_committed_images_and_utf16_note():
         assert decoders.load_image(FORMATS_DIR / name).mode == "RGB"
     text = decoders.load_text(FORMATS_DIR / "notes_utf16.txt")
     assert text and "\x00" not in text
+
+
+def test_long_notes_split_into_overlapping_passages():
+    text = " ".join(f"w{i}" for i in range(400))
+    passages = decoders.split_passages(text, words=160, overlap=40)
+    assert [p.text.split()[0] for p in passages] == ["w0", "w120", "w240"]
+    assert passages[-1].text.split()[-1] == "w399"
+    assert all(text[p.start:p.end] == p.text for p in passages)
+    assert decoders.split_passages("short note") == [decoders.Passage(0, 10, "short note")]

@@ -97,3 +97,15 @@ def test_image_finds_same_and_near_duplicate_first(tmp_path, tiny_openclip):
     hits = _search(data, "--image", str(query), "--target", "image", "-k", "3")
     assert Path(hits[0]["path"]) == query and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert Path(hits[1]["path"]) == near
+
+
+def test_words_deep_inside_a_long_note_are_found(tmp_path):
+    """A note longer than the text encoder's window is indexed as passages; the last one matches."""
+    filler = " ".join(["The committee discussed the quarterly budget and office logistics at length."] * 40)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "minutes.txt").write_text(filler + " Finally, the lighthouse keeper fed the seagulls fresh sardines.")
+    (tmp_path / "notes" / "other.txt").write_text("A recipe for tomato soup with basil and garlic.")
+    data = tmp_path / "data"
+    run_json("indexer", "add", str(tmp_path / "notes"), "--data-dir", str(data))
+    hits = _search(data, "--text", "lighthouse keeper feeding seagulls", "--target", "text", "-k", "2")
+    assert Path(hits[0]["path"]).name == "minutes.txt" and "seagulls" in hits[0]["text"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from indexer import repository as repo
@@ -13,7 +14,7 @@ from indexer.db import data_dir_from
 from ..encoders import canonical_name, create_model
 from ..index import check_compatible
 from ..search import QueryInput, Searcher
-from ..spans import best_span
+from ..spans import best_span, text_snippet
 
 SPAN_REFINE_TOP = 10
 
@@ -38,12 +39,13 @@ def run_search(args: argparse.Namespace) -> int:
             meta = repo.item_hits(s, [h.id for h in hits])
     finally:
         catalog.close()
+    query_words = [w for q in inputs if q.modality == "text" for w in re.findall(r"\w+", q.value)]
     rows = []
     for rank, h in enumerate(hits):
         m = meta.get(h.id, {})
         row = {"id": h.id, "path": m.get("path"), "modality": h.modality, "score": round(h.score, 4)}
         if m.get("content"):
-            row["text"] = m["content"][:200]
+            row["text"] = text_snippet(m["content"], query_words)
         if m.get("start") is not None:
             row["start"], row["end"] = m["start"], m["end"]
             segments = m.get("extra", {}).get("segments") or []
