@@ -289,7 +289,7 @@ class Writer:
         """Rebuild indices that need it (removals on HNSW, a factory change), then save."""
         model_name, checksums, _ = self.catalog.state()
         for modality, index in list(self.indices.items()):
-            desired = resolve_factory(self.factory, index.count)
+            desired = resolve_factory(self.factory, index.count, index.manifest.dim)
             if modality in self.needs_rebuild or not _same_factory(desired, index.manifest.factory):
                 self.indices[modality] = self.catalog.rebuild_index(
                     modality, model_name, checksums, self.revision, factory=self.factory, dim=self.model.dim

@@ -48,11 +48,6 @@ class Searcher:
             index.check_model(self.model.name, self.model.checksums)
         self.indices = indices
 
-    @classmethod
-    def from_dir(cls, index_root: Path, model: Model | None = None) -> "Searcher":
-        indices = {m: VectorIndex.load(Path(index_root) / m) for m in MODALITIES if (Path(index_root) / m).is_dir()}
-        return cls(indices, model)
-
     def encode_input(self, q: QueryInput) -> np.ndarray:
         if q.modality == "text":
             if not q.value.strip():

@@ -18,8 +18,7 @@ PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 
 def run_cli(module: str, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` from the repo root, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("DATABASE_URL", None) if env is None or "DATABASE_URL" not in env else None
+    full_env = {**os.environ, **(env or {})}  # DATABASE_URL only when a test passes it (see the fixture below)
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:

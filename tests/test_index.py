@@ -35,7 +35,7 @@ def test_flat_is_exact(clustered):
     assert np.array_equal(got, truth)
 
 
-@pytest.mark.parametrize("factory", ["IVF{n},Flat", "HNSW32"])
+@pytest.mark.parametrize("factory", ["IVF{n},Flat", "HNSW32", "SQfp16", "SQ8", "PQ32x4fs,RFlat"])
 def test_approximate_close_to_exact(clustered, factory):
     ids, x, q = clustered
     index = VectorIndex.build(ids, x, model="m", checksums={}, dim=64, factory=factory)
@@ -48,7 +48,7 @@ def test_approximate_close_to_exact(clustered, factory):
 
 def test_auto_factory_by_size():
     assert resolve_factory("auto", 10) == "Flat"
-    assert resolve_factory("auto", 10_000_000) != "Flat"
+    assert resolve_factory("auto", 10_000_000, 384) == "PQ192x4fs,RFlat"
     assert resolve_factory("IVF64,Flat", 10) == "IVF64,Flat"
 
 
