@@ -27,6 +27,7 @@ MAX_IMAGE_PIXELS = 64_000_000
 SEGMENT_SECONDS = 30.0
 SEGMENT_OVERLAP_SECONDS = 5.0
 MAX_TEXT_BYTES = 5_000_000
+MAX_AUDIO_SECONDS = 4 * 3600  # 4 h of 16 kHz float32 is ~0.9 GB in memory
 PASSAGE_WORDS = 160  # fits a 256-token text encoder with room for word pieces
 PASSAGE_OVERLAP_WORDS = 40
 
@@ -141,8 +142,8 @@ def _to_rgb(img):
 
 
 # ---------------------------------------------------------------- audio
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at ``sample_rate``."""
+def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+    """Mono float32 samples in [-1, 1] at ``sample_rate``; refuses recordings over ``max_seconds``."""
     import av
     import torch
     import torchaudio.functional as AF
@@ -156,9 +157,15 @@ def load_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             stream = container.streams.audio[0]
             source_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
             resampler = av.AudioResampler(format="fltp", layout="mono", rate=source_rate or None)
+            decoded = 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
+                    decoded += len(chunks[-1])
+                if source_rate and decoded > max_seconds * source_rate:
+                    raise DecodeError(
+                        f"{path}: recording is longer than {max_seconds / 3600:g} h; split it into shorter files"
+                    )
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except DecodeError:

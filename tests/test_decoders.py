@@ -154,3 +154,11 @@ def test_long_notes_split_into_overlapping_passages():
     assert passages[-1].text.split()[-1] == "w399"
     assert all(text[p.start:p.end] == p.text for p in passages)
     assert decoders.split_passages("short note") == [decoders.Passage(0, 10, "short note")]
+
+
+def test_overlong_recording_is_refused(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(16000 * 5, np.float32), 16000, format="WAV")
+    with pytest.raises(DecodeError, match="longer than .* split it"):
+        decoders.load_audio(path, max_seconds=2)
+    assert len(decoders.load_audio(path, max_seconds=10)) == 16000 * 5

@@ -61,6 +61,6 @@ def run_search(args: argparse.Namespace) -> int:
             print("no results (is anything of that modality indexed? `python -m indexer status`)")
         for r in rows:
             where = f" [{r['start']:.1f}-{r['end']:.1f}s]" if "start" in r else ""
-            snippet = f"  \"{r['text'][:80]}\"" if r.get("text") else ""
+            snippet = f"  \"{' '.join(r['text'].split())[:80]}\"" if r.get("text") else ""
             print(f"{r['score']:.3f}  {r['modality']:<5}  {Path(r['path']).name if r['path'] else r['id']}{where}{snippet}")
     return 0
