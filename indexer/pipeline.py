@@ -289,10 +289,13 @@ class Writer:
         """Rebuild indices that need it (removals on HNSW, a factory change), then save."""
         model_name, checksums, _ = self.catalog.state()
         for modality, index in list(self.indices.items()):
-            desired = resolve_factory(self.factory, index.count, index.manifest.dim)
+            requested = self.factory
+            if requested == "auto":  # keep what an earlier run asked for explicitly
+                requested = (index.manifest.extra or {}).get("requested_factory", "auto")
+            desired = resolve_factory(requested, index.count, index.manifest.dim)
             if modality in self.needs_rebuild or not _same_factory(desired, index.manifest.factory):
                 self.indices[modality] = self.catalog.rebuild_index(
-                    modality, model_name, checksums, self.revision, factory=self.factory, dim=self.model.dim
+                    modality, model_name, checksums, self.revision, factory=requested, dim=self.model.dim
                 )
         self.needs_rebuild.clear()
         self.save()

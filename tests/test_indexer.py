@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -202,3 +203,21 @@ def test_postgres_catalog_end_to_end(tmp_path, pg_url):
     assert "piano" in Path(hits[0]["path"]).read_text()
     status = run_json("indexer", "status", "--data-dir", str(data), env=env)
     assert status["items"] == {"text": 7} and status["model"] == "triad-mini"
+
+
+def test_chosen_index_factory_is_kept_without_rebuilding_each_run(tmp_path):
+    src, data = tmp_path / "notes", tmp_path / "data"
+    _write_notes(src, 12)
+    run_json("indexer", "add", str(src), "--data-dir", str(data), "--index-factory", "HNSW32")
+    index_file = data / "index" / "text" / "index.faiss"
+    manifest = json.loads((data / "index" / "text" / "manifest.json").read_text())
+    assert manifest["factory"] == "HNSW32"
+    built = index_file.stat().st_mtime_ns
+    run_json("indexer", "add", str(src), "--data-dir", str(data))  # nothing changed, factory "auto"
+    assert json.loads((data / "index" / "text" / "manifest.json").read_text())["factory"] == "HNSW32"
+    (src / "note_000.txt").unlink()  # HNSW cannot remove ids: rebuilt from embeddings, same factory
+    out = run_json("indexer", "add", str(src), "--data-dir", str(data))
+    assert out["removed"] == 1
+    manifest = json.loads((data / "index" / "text" / "manifest.json").read_text())
+    assert (manifest["factory"], manifest["count"]) == ("HNSW32", 11)
+    assert index_file.stat().st_mtime_ns != built
