@@ -77,3 +77,12 @@ def test_openclip_arch_with_local_checkpoint_file(tiny_openclip, tmp_path):
     ckpt = tiny_openclip / "open_clip_model.safetensors"
     with pytest.raises(ModelError, match=r"could not load .*open_clip_model.safetensors as an OpenCLIP 'ViT-B-32' checkpoint"):
         create_model(f"openclip:ViT-B-32/{ckpt}")
+
+
+def test_batched_text_encoding_matches_one_by_one():
+    """Batches are length-sorted inside the tower; results must come back in input order."""
+    model = create_model()
+    texts = ["a dog", "a much longer sentence about the stock market falling sharply in new york today", "cat", ""]
+    batched = model.encode("text", texts)
+    single = np.stack([model.encode("text", [t])[0] for t in texts])
+    assert np.allclose(batched, single, atol=1e-5)

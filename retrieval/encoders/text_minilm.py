@@ -30,9 +30,11 @@ class MiniLMText(Tower):
 
     @torch.inference_mode()
     def _embed(self, batch: Sequence[str]) -> tuple[np.ndarray, list[None]]:
+        texts = [str(t) for t in batch]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
         out = []
-        for start in range(0, len(batch), self.batch_size):
-            chunk = [str(t) for t in batch[start:start + self.batch_size]]
+        for start in range(0, len(order), self.batch_size):
+            chunk = [texts[i] for i in order[start:start + self.batch_size]]
             tokens = self.tokenizer(
                 chunk, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
             ).to(self.device)
@@ -40,4 +42,6 @@ class MiniLMText(Tower):
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(pooled.float().cpu().numpy())
-        return np.concatenate(out), [None] * len(batch)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        vectors[order] = np.concatenate(out)
+        return vectors, [None] * len(batch)
