@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.encoders import MODALITIES
-from retrieval.index import IndexManifest, VectorIndex, read_manifest
+from retrieval.index import VectorIndex, read_manifest
 
 from . import repository as repo
 from .db import open_sessionmaker
@@ -115,8 +115,11 @@ class Catalog:
             except (FileNotFoundError, ValueError, TypeError):
                 dim = dim or 1
             ids, vecs = np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
-        if factory == "auto":
-            factory = _previous_factory(self.index_dir(modality)) or "auto"
+        if factory == "auto":  # keep what an earlier run asked for explicitly
+            try:
+                factory = read_manifest(self.index_dir(modality)).requested_factory()
+            except (FileNotFoundError, ValueError, TypeError):
+                pass
         index = VectorIndex.build(ids, vecs, model=model, checksums=checksums, dim=dim,
                                   factory=factory, modality=modality, revision=revision)
         index.save(self.index_dir(modality))
@@ -126,12 +129,3 @@ class Catalog:
         for modality, index in indices.items():
             index.manifest.revision = revision
             index.save(self.index_dir(modality))
-
-
-def _previous_factory(folder: Path) -> str | None:
-    """Keep a user-chosen factory across rebuilds, but let 'auto' re-decide for Flat."""
-    try:
-        manifest: IndexManifest = read_manifest(folder)
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
-    return manifest.extra.get("requested_factory") if manifest.extra else None

@@ -291,7 +291,7 @@ class Writer:
         for modality, index in list(self.indices.items()):
             requested = self.factory
             if requested == "auto":  # keep what an earlier run asked for explicitly
-                requested = (index.manifest.extra or {}).get("requested_factory", "auto")
+                requested = index.manifest.requested_factory()
             desired = resolve_factory(requested, index.count, index.manifest.dim)
             if modality in self.needs_rebuild or not _same_factory(desired, index.manifest.factory):
                 self.indices[modality] = self.catalog.rebuild_index(

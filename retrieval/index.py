@@ -50,6 +50,10 @@ class IndexManifest:
     modality: str = ""
     extra: dict = field(default_factory=dict)
 
+    def requested_factory(self) -> str:
+        """The factory string a user chose for this index ("auto" when none was)."""
+        return (self.extra or {}).get("requested_factory", "auto")
+
 
 def resolve_factory(factory: str, n_vectors: int, dim: int = 384) -> str:
     """Turn ``"auto"`` into a concrete factory string for ``n_vectors`` rows of ``dim``."""

@@ -23,6 +23,7 @@ from indexer.catalog import Catalog
 from indexer.pipeline import AddOptions, add
 
 from ..encoders import MODALITIES
+from ..fusion import fuse
 from ..metrics import summarize
 from ..search import Searcher
 
@@ -76,7 +77,7 @@ def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
     try:
         add([Path(p) for p in by_path], catalog, AddOptions(model=model, progress=False))
         searcher = Searcher(catalog.fresh_indices())
-        item_rows: dict[int, list[int]] = {}
+        item_rows: dict[int, list[int]] = defaultdict(list)
         row_items: dict[int, list[int]] = defaultdict(list)
         row_vecs: dict[int, list[np.ndarray]] = defaultdict(list)
         with catalog.session() as s:
@@ -85,13 +86,13 @@ def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
                     meta = repo.item_hits(s, ids.tolist())
                     for iid, vec in zip(ids.tolist(), vecs):
                         for r in by_path.get(meta[iid]["path"], []):
-                            item_rows.setdefault(iid, []).append(r)
+                            item_rows[iid].append(r)
                             row_items[r].append(iid)
                             row_vecs[r].append(vec)
     finally:
         catalog.close()
     # a row's query vector: its item's embedding (segments of a long recording: their mean)
-    query_vec = {r: _mean_unit(v) for r, v in row_vecs.items()}
+    query_vec = {r: fuse(np.stack(v)) for r, v in row_vecs.items()}
     results: dict[str, dict] = {}
     present = sorted({rows[r]["modality"] for r in query_vec}, key=MODALITIES.index)
     for q_mod in present:
@@ -117,11 +118,6 @@ def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
             if ranked:
                 results[f"{q_mod}->{g_mod}"] = summarize(ranked, n_rel)
     return results
-
-
-def _mean_unit(vectors: list[np.ndarray]) -> np.ndarray:
-    v = np.mean(np.stack(vectors), axis=0)
-    return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
 
 
 def run_eval(args: argparse.Namespace) -> int:
