@@ -37,6 +37,9 @@ class WhisperAsr:
             beam_size=self.beam_size,
             condition_on_previous_text=False,
             vad_filter=False,
+            # word-level alignment moves each segment's start/end onto its first/last word;
+            # plain segment timestamps often swallow the silence before a sentence
+            word_timestamps=True,
         )
         segs = [
             {"start": round(float(s.start), 2), "end": round(float(s.end), 2), "text": s.text.strip(),
