@@ -181,3 +181,58 @@ def last_run(s: Session) -> Run | None:
 def _chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+# ---------------------------------------------------------------- web reads (webui)
+def read_state(s: Session) -> tuple[str | None, int] | None:
+    """(model, revision) without creating the state row; None for a catalog nothing was written to."""
+    row = s.execute(select(State.model, State.revision).where(State.id == 1)).one_or_none()
+    return None if row is None else (row[0], int(row[1] or 0))
+
+
+def item_detail(s: Session, item_id: int) -> dict | None:
+    """One item with its file's metadata, or None."""
+    row = s.execute(
+        select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, Item.extra, File.id, File.path,
+               File.size, File.mtime_ns, File.sha256, File.indexed_at)
+        .join(File, File.id == Item.file_id)
+        .where(Item.id == item_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    iid, modality, start, end, content, extra, fid, path, size, mtime_ns, sha, indexed_at = row
+    return {"id": iid, "modality": modality, "start": start, "end": end, "content": content, "extra": extra or {},
+            "file": {"id": fid, "path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha,
+                     "indexed_at": indexed_at}}
+
+
+def items_of_file(s: Session, file_id: int) -> list[dict]:
+    """The items (windows, passages) of one file in order."""
+    q = select(Item.id, Item.modality, Item.start_s, Item.end_s).where(Item.file_id == file_id).order_by(
+        Item.start_s, Item.id)
+    return [{"id": i, "modality": m, "start": a, "end": b} for i, m, a, b in s.execute(q)]
+
+
+def item_embeddings(s: Session, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Stored unit vectors of ``ids`` (missing ids are absent)."""
+    out: dict[int, np.ndarray] = {}
+    for chunk in _chunks(list(ids), 500):
+        for iid, vec in s.execute(select(Embedding.item_id, Embedding.vector).where(Embedding.item_id.in_(chunk))):
+            out[int(iid)] = np.frombuffer(vec, dtype=np.float32).copy()
+    return out
+
+
+def file_counts(s: Session) -> dict[str, dict[str, int]]:
+    """Files per status ("ok", "error") and modality (None for an unknown one)."""
+    out: dict[str, dict[str, int]] = {}
+    for status, modality, n in s.execute(select(File.status, File.modality, func.count()).group_by(File.status, File.modality)):
+        out.setdefault(status, {})[modality or "unknown"] = int(n)
+    return out
+
+
+def file_errors_page(s: Session, limit: int, offset: int = 0) -> tuple[int, list[tuple[str, str]]]:
+    """(total, a page of (path, error)) of files that could not be indexed, by path."""
+    total = s.execute(select(func.count()).select_from(File).where(File.status == "error")).scalar_one()
+    rows = s.execute(select(File.path, File.error).where(File.status == "error").order_by(File.path)
+                     .limit(limit).offset(offset)).all()
+    return int(total), [(p, e) for p, e in rows]

@@ -1,0 +1,92 @@
+"""Web UI and JSON API over a data directory built by the indexer.
+
+``create_app(test_config=None)`` is the Flask app factory (the Flask tutorial's
+pattern). Configuration, in order: :data:`DEFAULT_CONFIG`, then ``WEBUI_*``
+environment variables (``WEBUI_DATA_DIR``, ``WEBUI_MAX_AUDIO_SECONDS``, ...
+values parsed as JSON where they are), then ``test_config`` (its ``None``
+values do not override).
+
+Each process creates one app, hence one :class:`~webui.engine.Engine`: the
+catalog, the FAISS indices and the model are loaded once and shared by the
+worker's threads. ``python -m webui`` serves it with gunicorn (several worker
+processes, each with a few threads, reading the same data directory); see
+:mod:`webui.server`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+
+from indexer.db import data_dir_from
+
+from . import errors
+from .engine import Engine
+from .thumbnails import ThumbnailCache
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "DATA_DIR": None,  # None: $RETRIEVAL_DATA_DIR, else ./data (as for the CLIs)
+    "DATABASE_URL": None,  # None: $DATABASE_URL, else the SQLite file in the data dir
+    "THUMBNAIL_DIR": None,  # None: DATA_DIR/thumbnails
+    "MAX_CONTENT_LENGTH": 25 * 1000 * 1000,  # bytes per request, all uploads together
+    "MAX_IMAGE_PIXELS": 50_000_000,  # per uploaded image (a 50 Mpx phone photo passes)
+    "MAX_AUDIO_SECONDS": 120.0,  # per uploaded or recorded clip: a spoken query, not a podcast
+    "MAX_TEXT_CHARS": 1000,  # per text input
+    "MAX_INPUTS": 8,  # inputs fused into one query
+    "DEFAULT_K": 20,
+    "MAX_K": 100,
+    "MAX_RESULTS": 1000,  # offset + k
+    "RELOAD_CHECK_SECONDS": 2.0,  # how often a worker asks the catalog for a newer revision
+    "WARMUP": True,  # load the indices and the text tower when the app is created
+    "TORCH_THREADS": None,  # intra-op threads per worker process (None: torch's default)
+}
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULT_CONFIG)
+    app.config.from_prefixed_env("WEBUI")
+    if test_config is not None:
+        app.config.update({k: v for k, v in test_config.items() if v is not None or k not in app.config})
+    data_dir = data_dir_from(app.config["DATA_DIR"])
+    app.config["DATA_DIR"] = str(data_dir)
+    if app.config["TORCH_THREADS"]:
+        import torch
+
+        torch.set_num_threads(int(app.config["TORCH_THREADS"]))
+
+    engine = Engine(data_dir, app.config["DATABASE_URL"], float(app.config["RELOAD_CHECK_SECONDS"]))
+    app.extensions["webui.engine"] = engine
+    app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
+
+    from . import api, pages
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    errors.register(app)
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        if resp.mimetype == "text/html":
+            resp.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+            )
+        if request.path.startswith("/api/") and request.method == "POST":
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    if app.config["WARMUP"]:
+        try:
+            engine.warm_up()
+        except Exception as exc:  # an empty or unreachable catalog must not stop the server
+            log.warning("warm-up skipped: %s", exc)
+    return app

@@ -1,0 +1,106 @@
+"""The JSON API blueprint (``/api``); the OpenAPI document in :mod:`webui.openapi` describes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+
+from retrieval import decoders
+
+from . import openapi
+from .engine import Engine, media_type
+from .errors import ApiError
+from .queries import parse_search
+from .thumbnails import SIZES, ThumbnailCache
+from .views import item_json, load_item, stats_json
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def engine() -> Engine:
+    return current_app.extensions["webui.engine"]
+
+
+@bp.post("/search")
+def search():
+    parts, target, k, offset = parse_search(request, current_app.config)
+    return jsonify(engine().search(parts, target, k, offset))
+
+
+@bp.get("/items/<int:item_id>")
+def item(item_id: int):
+    return jsonify(item_json(engine(), item_id))
+
+
+def _source(item_id: int) -> tuple[dict, Path]:
+    """An item and its file on disk: the path comes from the catalog, never from the request."""
+    row = load_item(engine(), item_id)
+    path = Path(row["file"]["path"])
+    if not path.is_file():
+        raise ApiError(f"the file of item {item_id} is no longer at {path}; re-run `python -m indexer add` on its "
+                       "folder", 404, "file_missing")
+    return row, path
+
+
+@bp.get("/items/<int:item_id>/media")
+def media(item_id: int):
+    row, path = _source(item_id)
+    if row["modality"] == "text":  # any detected encoding, served as UTF-8
+        try:
+            text = decoders.load_text(path)
+        except decoders.DecodeError as exc:
+            raise ApiError(str(exc), 422, "undecodable") from None
+        resp = Response(text, mimetype="text/plain")  # Content-Type: text/plain; charset=utf-8
+    else:
+        resp = send_file(path, mimetype=media_type(path, row["modality"]), conditional=True,
+                         download_name=path.name, max_age=3600)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return resp
+
+
+@bp.get("/items/<int:item_id>/thumbnail")
+def thumbnail(item_id: int):
+    size = request.args.get("size", "256")
+    if size not in {str(s) for s in SIZES}:
+        raise ApiError(f"size must be one of {', '.join(map(str, SIZES))}", 400, "bad_parameter")
+    row, path = _source(item_id)
+    if row["modality"] != "image":
+        raise ApiError(f"item {item_id} is {row['modality']}; thumbnails exist for images only", 404, "no_thumbnail")
+    sha = row["file"]["sha256"] or ""
+    etag = f"{sha[:32]}-{size}"
+    if request.if_none_match.contains(etag):
+        return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": "public, max-age=86400"})
+    cache: ThumbnailCache = current_app.extensions["webui.thumbnails"]
+    try:
+        data = cache.get(path, sha, int(size)) if sha else None
+    except decoders.DecodeError as exc:
+        raise ApiError(str(exc), 422, "undecodable") from None
+    if data is None:
+        raise ApiError(f"item {item_id} has no recorded checksum; re-run the indexer", 404, "no_thumbnail")
+    resp = Response(data, mimetype="image/webp")
+    resp.headers["ETag"] = f'"{etag}"'
+    resp.headers["Cache-Control"] = "public, max-age=86400"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+@bp.get("/stats")
+def stats():
+    return jsonify(stats_json(engine()))
+
+
+@bp.get("/health")
+def health():
+    eng = engine()
+    state = eng.read_state()  # a database error becomes a 503 JSON error
+    snap = eng.snapshot()
+    return jsonify({"status": "ok", "indexed": snap.searcher is not None, "model": state[0] if state else None,
+                    "revision": state[1] if state else 0, "items": sum(snap.counts.values())})
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    return jsonify(openapi.document())
+

@@ -1,0 +1,427 @@
+"""The search engine one web worker shares between its threads.
+
+One :class:`Engine` per process holds the catalog (SQL), the FAISS indices and
+the model (created once through the registry's per-process cache). It only reads
+the data directory: a stale index (an indexer run in progress, or one that was
+killed) is rebuilt in memory from the stored embeddings, never written back, so
+several worker processes can serve one data directory beside a running indexer.
+
+After a new indexer run (the catalog's revision changes) the indices are
+reloaded on the next request; requests in flight keep the snapshot they started
+with. Encoding is serialised per modality (Hugging Face fast tokenizers are not
+safe to call from several threads at once); FAISS search on a CPU index is
+thread-safe and runs without a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from indexer import repository as repo
+from indexer.catalog import Catalog
+from retrieval import decoders
+from retrieval.encoders import MODALITIES, Model, ModelError, create_model
+from retrieval.fusion import fuse
+from retrieval.index import VectorIndex, read_manifest
+from retrieval.search import Hit, Searcher
+from retrieval.spans import text_snippet
+
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+QUERY_CACHE_SIZE = 256
+SPAN_CACHE_SIZE = 4096  # audio items whose segment vectors are kept (a few KB each)
+WORD_RE = re.compile(r"\w+", re.UNICODE)
+# words too common to mark in a snippet (they still count for the query itself)
+STOPWORDS = frozenset("""a an and are as at be but by can did do does for from had has have her his how i in is it its
+me my not of on or our she so than that the their them then there these they this to too was we were what when where
+which who why will with you your""".split())
+
+
+@dataclass(frozen=True)
+class QueryPart:
+    """One input of a query: text, an uploaded image/audio file (decoded already), or an indexed item."""
+
+    kind: str  # "text" | "image" | "audio" | "item"
+    value: Any  # str, PIL image, float32 samples, or an item id
+    key: str  # stable identity for the query-vector cache (text, sha256 of the upload, item id)
+    label: str = ""
+
+
+@dataclass
+class Snapshot:
+    """What one request searches: indices and the model of one catalog revision."""
+
+    revision: int
+    model_name: str | None
+    searcher: Searcher | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class NotIndexedError(ApiError):
+    status = 503
+    code = "not_indexed"
+
+
+class Engine:
+    def __init__(self, data_dir: Path, database_url: str | None = None, reload_check_s: float = 2.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.database_url = database_url
+        self.reload_check_s = reload_check_s
+        self._catalog: Catalog | None = None
+        self._snapshot: Snapshot | None = None
+        self._checked_at = 0.0
+        self._reload_lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
+        self._encode_locks = {m: threading.Lock() for m in MODALITIES}
+        self._cache: OrderedDict[tuple, tuple[np.ndarray, dict]] = OrderedDict()
+        self._span_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # ---- catalog -------------------------------------------------------
+    def catalog(self) -> Catalog | None:
+        """The catalog, or None while the data directory does not exist (nothing indexed yet)."""
+        if self._catalog is None:
+            if self.database_url is None and not _has_database(self.data_dir):
+                return None
+            with self._catalog_lock:
+                if self._catalog is None:
+                    # never migrate from the web app: the indexer owns the schema
+                    self._catalog = Catalog(self.data_dir, migrate=False, database_url=self.database_url)
+        return self._catalog
+
+    def session(self):
+        cat = self.catalog()
+        if cat is None:
+            raise self.not_indexed()
+        return cat.session()
+
+    def not_indexed(self) -> NotIndexedError:
+        return NotIndexedError(
+            f"nothing is indexed in {self.data_dir} yet; run `python -m indexer add PATH --data-dir {self.data_dir}` "
+            "and reload this page"
+        )
+
+    def read_state(self) -> tuple[str | None, int] | None:
+        cat = self.catalog()
+        if cat is None:
+            return None
+        try:
+            with cat.session() as s:
+                return repo.read_state(s)
+        except SQLAlchemyError:
+            if not inspect(cat.engine).has_table("state"):
+                return None  # an empty database file: the indexer has not run here
+            raise
+
+    # ---- indices -------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The current indices and model, reloaded when the catalog's revision moved."""
+        now = time.monotonic()
+        snap = self._snapshot
+        if snap is not None and now - self._checked_at < self.reload_check_s:
+            return snap
+        with self._reload_lock:
+            snap = self._snapshot
+            if snap is not None and time.monotonic() - self._checked_at < self.reload_check_s:
+                return snap
+            state = self.read_state()
+            model_name, revision = state if state else (None, 0)
+            if snap is None or snap.revision != revision or snap.model_name != model_name:
+                snap = self._load(model_name, revision)
+                self._snapshot = snap
+            self._checked_at = time.monotonic()
+            return snap
+
+    def _load(self, model_name: str | None, revision: int) -> Snapshot:
+        if model_name is None:
+            return Snapshot(revision, None, None)
+        cat = self.catalog()
+        assert cat is not None
+        with cat.session() as s:
+            counts = repo.item_counts(s)
+            model_checksums = dict(repo.get_state(s).checksums or {})
+            s.rollback()
+        indices: dict[str, VectorIndex] = {}
+        for modality in MODALITIES:
+            if counts.get(modality, 0) == 0:
+                continue
+            if cat.index_is_fresh(modality, revision):
+                try:
+                    indices[modality] = VectorIndex.load(cat.index_dir(modality))
+                    continue
+                except (OSError, RuntimeError, ValueError) as exc:  # replaced while we read it
+                    log.warning("reading the %s index failed (%s); rebuilding it in memory", modality, exc)
+            indices[modality] = self._rebuild_in_memory(cat, modality, model_name, model_checksums, revision)
+        if not indices:
+            return Snapshot(revision, model_name, None, counts)
+        searcher = Searcher(indices, create_model(model_name))
+        log.info("loaded revision %d (%s) of %s: %s", revision, model_name, self.data_dir, counts)
+        return Snapshot(revision, model_name, searcher, counts)
+
+    @staticmethod
+    def _rebuild_in_memory(cat: Catalog, modality: str, model: str, checksums: dict, revision: int) -> VectorIndex:
+        log.warning("the %s index lags the catalog (indexer running or interrupted); "
+                    "building it in memory from the stored embeddings", modality)
+        ids_parts, vec_parts = [], []
+        with cat.session() as s:
+            for ids, vecs in repo.iter_embeddings(s, modality):
+                ids_parts.append(ids)
+                vec_parts.append(vecs)
+        ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int64)
+        vecs = np.concatenate(vec_parts) if vec_parts else None
+        try:
+            factory = read_manifest(cat.index_dir(modality)).requested_factory()
+        except (FileNotFoundError, ValueError, TypeError):
+            factory = "auto"
+        dim = vecs.shape[1] if vecs is not None else 1
+        return VectorIndex.build(ids, vecs if vecs is not None else np.zeros((0, dim), np.float32), model=model,
+                                 checksums=checksums, dim=dim, factory=factory, modality=modality, revision=revision)
+
+    def model(self) -> Model | None:
+        snap = self.snapshot()
+        return snap.searcher.model if snap.searcher else None
+
+    def warm_up(self) -> None:
+        """Load indices and the text tower now, so the first query is not the slow one."""
+        snap = self.snapshot()
+        if snap.searcher is not None and "text" in snap.searcher.model.modalities:
+            with self._encode_locks["text"]:
+                snap.searcher.model.encode("text", ["warm up"])
+
+    # ---- queries -------------------------------------------------------
+    def encode(self, model: Model, part: QueryPart) -> tuple[np.ndarray, dict]:
+        """One input's unit vector and what we learnt on the way (an audio query's transcript)."""
+        if part.kind == "item":
+            raise AssertionError("items are looked up, not encoded")
+        try:
+            tower = model.tower(part.kind)
+        except ModelError as exc:
+            raise ApiError(str(exc), 422, "unsupported_modality") from None
+        with self._encode_locks[part.kind]:
+            enc = tower.encode_with_notes([part.value])
+        note = dict(enc.notes[0] or {})
+        info: dict[str, Any] = {}
+        if part.kind == "audio" and "transcript" in note:
+            info["transcript"] = note["transcript"]
+            if not note["transcript"].strip():
+                raise ApiError("no speech was recognised in the recording; speak clearly, closer to the "
+                               "microphone, or pick another file", 422, "no_speech")
+        return enc.vectors[0], info
+
+    def query_vector(self, snap: Snapshot, parts: Sequence[QueryPart]) -> tuple[np.ndarray, list[dict]]:
+        """The fused query vector (cached by input identity) and per-input info."""
+        assert snap.searcher is not None
+        model = snap.searcher.model
+        vectors, infos = [], []
+        item_ids = [int(p.value) for p in parts if p.kind == "item"]
+        stored: dict[int, np.ndarray] = {}
+        if item_ids:
+            with self.session() as s:
+                stored = repo.item_embeddings(s, item_ids)
+        for part in parts:
+            key = (model.name, part.kind, part.key)
+            if part.kind == "item":
+                vec = stored.get(int(part.value))
+                if vec is None:
+                    raise ApiError(f"item {part.value} does not exist (it may have been removed by a later "
+                                   "indexer run)", 404, "unknown_item")
+                vec, info = vec / max(float(np.linalg.norm(vec)), 1e-12), {}
+            else:
+                with self._cache_lock:
+                    cached = self._cache.get(key)
+                    if cached is not None:
+                        self._cache.move_to_end(key)
+                if cached is None:
+                    cached = self.encode(model, part)
+                    with self._cache_lock:
+                        self._cache[key] = cached
+                        while len(self._cache) > QUERY_CACHE_SIZE:
+                            self._cache.popitem(last=False)
+                vec, info = cached
+            vectors.append(vec)
+            infos.append({"kind": part.kind, "label": part.label, **info})
+        return fuse(np.stack(vectors)), infos
+
+    def search(self, parts: Sequence[QueryPart], target: str, k: int, offset: int) -> dict:
+        if not parts:
+            raise ApiError("the query is empty: type some words, add an image or an audio file, or record "
+                           "from the microphone", 400, "empty_query")
+        snap = self.snapshot()
+        if snap.searcher is None:
+            raise self.not_indexed()
+        t0 = time.perf_counter()
+        query, infos = self.query_vector(snap, parts)
+        t1 = time.perf_counter()
+        exclude = frozenset(int(p.value) for p in parts if p.kind == "item")
+        hits = snap.searcher.search_vector(query, target=target, k=offset + k + 1, exclude=exclude)
+        page, has_more = hits[offset:offset + k], len(hits) > offset + k
+        words = [w for p in parts if p.kind == "text" for w in WORD_RE.findall(p.value)]
+        words += [w for i in infos for w in WORD_RE.findall(i.get("transcript", ""))]
+        rows = self.rows(snap, page, query, words, first_rank=offset)
+        t2 = time.perf_counter()
+        return {
+            "hits": rows,
+            "offset": offset,
+            "k": k,
+            "has_more": has_more,
+            "next_offset": offset + k if has_more else None,
+            "target": target,
+            "query": {"inputs": infos, "words": sorted({w.lower() for w in words if len(w) > 2 and w.lower() not in STOPWORDS})},
+            "model": snap.model_name,
+            "revision": snap.revision,
+            "timings_ms": {"encode": round((t1 - t0) * 1000, 1), "search": round((t2 - t1) * 1000, 1)},
+        }
+
+    # ---- hits -> rows with metadata ---------------------------------------
+    def rows(self, snap: Snapshot, hits: Sequence[Hit], query: np.ndarray, words: Sequence[str],
+             first_rank: int = 0) -> list[dict]:
+        """Join hits with the catalog: paths, segment times narrowed to the sentence that matched, snippets."""
+        assert snap.searcher is not None
+        with self.session() as s:
+            meta = repo.item_hits(s, [h.id for h in hits])
+        spans = self._best_spans(snap.searcher.model, query, [meta.get(h.id, {}) for h in hits])
+        rows = []
+        for rank, (h, span) in enumerate(zip(hits, spans), start=first_rank):
+            m = meta.get(h.id)
+            if m is None:  # removed between the index snapshot and this query
+                continue
+            row: dict[str, Any] = {"id": h.id, "rank": rank, "modality": h.modality, "score": round(h.score, 4),
+                                   "path": m["path"], "name": Path(m["path"]).name}
+            extra = m.get("extra") or {}
+            if h.modality == "image":
+                row["width"], row["height"] = extra.get("width"), extra.get("height")
+            if m.get("content"):
+                row["text"] = text_snippet(m["content"], words) if h.modality == "text" else m["content"]
+            if m.get("start") is not None:
+                row["start"], row["end"] = m["start"], m["end"]
+                if span:
+                    row["window"] = [m["start"], m["end"]]
+                    row["start"], row["end"], row["text"] = span["start"], span["end"], span["text"]
+            if row.get("text"):
+                row["marks"] = mark_words(row["text"], words)
+            rows.append(row)
+        return rows
+
+    def _best_spans(self, model: Model, query: np.ndarray, metas: Sequence[dict]) -> list[dict | None]:
+        """Per audio hit, the ASR segment nearest the query (same rule as retrieval.spans.best_span).
+
+        Segment texts are embedded once per item and kept (an item's segments never change:
+        a re-indexed file gets new item ids), so a page costs one batched encoding at most.
+        """
+        out: list[dict | None] = [None] * len(metas)
+        if "text" not in model.modalities:
+            return out
+        per_hit: dict[int, tuple[list[dict], np.ndarray | None]] = {}
+        missing: list[tuple[int, list[str]]] = []
+        for i, m in enumerate(metas):
+            segments = [seg for seg in (m.get("extra") or {}).get("segments") or [] if seg.get("text", "").strip()]
+            if m.get("modality") != "audio" or len(segments) < 2:
+                continue
+            with self._cache_lock:
+                vecs = self._span_cache.get((model.name, m["id"]))
+                if vecs is not None:
+                    self._span_cache.move_to_end((model.name, m["id"]))
+            per_hit[i] = (segments, vecs)
+            if vecs is None:
+                missing.append((i, [seg["text"].strip() for seg in segments]))
+        if missing:
+            with self._encode_locks["text"]:
+                encoded = model.encode("text", [t for _, texts in missing for t in texts])
+            pos = 0
+            for i, texts in missing:
+                vecs = encoded[pos:pos + len(texts)]
+                pos += len(texts)
+                per_hit[i] = (per_hit[i][0], vecs)
+                with self._cache_lock:
+                    self._span_cache[(model.name, metas[i]["id"])] = vecs
+                    while len(self._span_cache) > SPAN_CACHE_SIZE:
+                        self._span_cache.popitem(last=False)
+        for i, (segments, vecs) in per_hit.items():
+            seg = segments[int(np.argmax(vecs @ query))]
+            out[i] = {"start": float(seg["start"]), "end": float(seg["end"]), "text": seg["text"].strip()}
+        return out
+
+
+def _stem(word: str) -> str:
+    """A crude English stem, enough to mark "dogs" for "dog" and "starts" for "start" (not "dogma")."""
+    for suffix in ("ing", "ers", "ed", "es", "er", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def mark_words(text: str, words: Sequence[str]) -> list[list[int]]:
+    """[start, end) character ranges of ``text`` holding a query word (3+ letters, no stopwords, any case or plural)."""
+    wanted = {_stem(w.lower()) for w in words if len(w) > 2 and w.lower() not in STOPWORDS}
+    if not wanted:
+        return []
+    return [[m.start(), m.end()] for m in WORD_RE.finditer(text) if _stem(m.group(0).lower()) in wanted]
+
+
+def upload_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _has_database(data_dir: Path) -> bool:
+    return (Path(data_dir) / "catalog.sqlite3").is_file()
+
+
+def media_type(path: Path, modality: str) -> str:
+    """The MIME type of an indexed file, decided by its content."""
+    if modality == "text":
+        return "text/plain; charset=utf-8"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        head = b""
+    return sniff_mime(head) or "application/octet-stream"
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """MIME type of an image or audio file from its first bytes; None for anything else."""
+    table = [
+        (b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
+        (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"),
+        (b"fLaC", "audio/flac"), (b"OggS", "audio/ogg"), (b"ID3", "audio/mpeg"), (b"\x1a\x45\xdf\xa3", "audio/webm"),
+    ]
+    for magic, mime in table:
+        if head.startswith(magic):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[4:8] == b"ftyp":
+        return "audio/mp4"
+    if len(head) > 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "audio/mpeg"
+    return None
+
+
+def sniff_upload(head: bytes, tmp_path: Path) -> str | None:
+    """"image" or "audio" by content only (the name a browser sends is not trusted).
+
+    The project's decoder sniffing, plus the containers browsers record into
+    (MediaRecorder: WebM/Matroska in Chromium and Firefox, MP4 in Safari).
+    """
+    kind = decoders.sniff(tmp_path)  # the temp file has no extension, so only content decides
+    if kind in ("image", "audio"):
+        return kind
+    if head.startswith(b"\x1a\x45\xdf\xa3") or head[4:8] == b"ftyp":
+        return "audio"
+    return None

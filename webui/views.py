@@ -1,0 +1,92 @@
+"""Read models shared by the JSON API and the HTML pages: an item, the index status."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from indexer import repository as repo
+from retrieval.encoders import MODALITIES
+
+from .engine import Engine
+from .errors import ApiError
+
+STATUS_ERRORS_SHOWN = 100
+WORDS = re.compile(r"\w")  # ASR segments that are only punctuation are not shown
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else (str(value) if value is not None else None)
+
+
+def item_urls(item_id: int, modality: str) -> dict[str, str]:
+    urls = {"page": f"/items/{item_id}", "api": f"/api/items/{item_id}", "media": f"/api/items/{item_id}/media"}
+    if modality == "image":
+        urls["thumbnail"] = f"/api/items/{item_id}/thumbnail"
+    return urls
+
+
+def load_item(engine: Engine, item_id: int) -> dict:
+    """The raw catalog row of an item (with its file's path), or a 404 ApiError."""
+    with engine.session() as s:
+        row = repo.item_detail(s, item_id)
+        if row is None:
+            raise ApiError(f"item {item_id} does not exist (it may have been removed by a later indexer run); "
+                           "search again", 404, "unknown_item")
+        row["parts"] = repo.items_of_file(s, row["file"]["id"])
+    return row
+
+
+def item_json(engine: Engine, item_id: int) -> dict:
+    row = load_item(engine, item_id)
+    f, extra = row["file"], row["extra"]
+    out: dict[str, Any] = {
+        "id": row["id"], "modality": row["modality"], "path": f["path"], "name": Path(f["path"]).name,
+        "start": row["start"], "end": row["end"], "text": row["content"],
+        "file": {"size": f["size"], "sha256": f["sha256"], "indexed_at": _iso(f["indexed_at"]),
+                 "exists": Path(f["path"]).is_file()},
+        "urls": item_urls(row["id"], row["modality"]),
+        "parts": [{"id": p["id"], "start": p["start"], "end": p["end"]} for p in row["parts"]],
+    }
+    if row["modality"] == "image":
+        out["width"], out["height"] = extra.get("width"), extra.get("height")
+    if row["modality"] == "audio":
+        out["segments"] = [{"start": s.get("start"), "end": s.get("end"), "text": s.get("text", "")}
+                           for s in extra.get("segments") or [] if WORDS.search(s.get("text") or "")]
+        if extra.get("asr_logprob") is not None:
+            out["asr_logprob"] = extra["asr_logprob"]
+    if row["modality"] == "text" and extra.get("chars"):
+        out["chars"] = extra["chars"]
+    return out
+
+
+def stats_json(engine: Engine) -> dict:
+    out: dict[str, Any] = {"data_dir": str(engine.data_dir), "indexed": False, "model": None, "revision": 0,
+                           "items": {m: 0 for m in MODALITIES}, "files": {"ok": 0, "error": 0},
+                           "last_run": None, "errors": {"total": 0, "shown": []}, "indices": {}}
+    state = engine.read_state()
+    if state is None or state[0] is None:
+        out["hint"] = f"nothing is indexed yet; run `python -m indexer add PATH --data-dir {engine.data_dir}`"
+        return out
+    out["model"], out["revision"] = state
+    with engine.session() as s:
+        counts = repo.item_counts(s)
+        files = repo.file_counts(s)
+        total_errors, errors = repo.file_errors_page(s, STATUS_ERRORS_SHOWN)
+        run = repo.last_run(s)
+        last = None if run is None else {"started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+                                          "summary": run.summary}
+    out["items"].update(counts)
+    out["indexed"] = sum(counts.values()) > 0
+    out["files"] = {"ok": sum(files.get("ok", {}).values()), "error": sum(files.get("error", {}).values()),
+                    "by_modality": {m: n for m, n in files.get("ok", {}).items()}}
+    out["last_run"] = last
+    out["errors"] = {"total": total_errors, "shown": [{"path": p, "error": e} for p, e in errors]}
+    snap = engine.snapshot()
+    if snap.searcher is not None:
+        out["indices"] = {m: {"count": i.count, "factory": i.manifest.factory, "dim": i.manifest.dim}
+                          for m, i in snap.searcher.indices.items()}
+        out["modalities"] = list(snap.searcher.model.modalities)  # what a query may contain
+    return out
