@@ -22,7 +22,7 @@ def demo_index(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("demo") / "data"
     summary = run_json("indexer", "add", str(DEMO), "--data-dir", str(data))
     assert summary["errors"] == 0, summary
-    # every image, clip and note, ATTRIBUTION.md included (it is a text note like any other)
+    # every image, clip and note (demo/ATTRIBUTION has no note suffix, so it is not indexed)
     assert summary["added"] == len([p for p in DEMO.rglob("*") if p.suffix in (".png", ".wav", ".md", ".txt")])
     return data
 

@@ -41,7 +41,8 @@ def build_demo(data: Path, out: Path, notes: Path) -> None:
     (out / "notes").mkdir(exist_ok=True)
     for name in ("dogs.md", "baking.txt", "travel.txt", "space.txt"):
         shutil.copyfile(notes / name, out / "notes" / name)
-    (out / "ATTRIBUTION.md").write_text(
+    # no .md/.txt suffix, so the indexer does not take the licences for a note of the archive
+    (out / "ATTRIBUTION").write_text(
         "# Demo archive: sources and licences\n\n"
         "Built by `python -m retrieval.training.demo` from the training data (`python -m retrieval build-data`).\n\n"
         "## Images\n\n"
