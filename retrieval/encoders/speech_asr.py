@@ -46,9 +46,39 @@ class WhisperAsr:
              "avg_logprob": round(float(s.avg_logprob), 4)}
             for s in segments
         ]
+        trim_to_speech(np.asarray(audio, dtype=np.float32), segs)
         text = " ".join(s["text"] for s in segs if s["text"]).strip()
         logprob = float(np.mean([s["avg_logprob"] for s in segs])) if segs else float("-inf")
         return {"transcript": text, "segments": segs, "asr_logprob": round(logprob, 4) if segs else None}
+
+
+FRAME_S = 0.02
+SPEECH_OVER_FLOOR_DB = 12.0  # a frame is speech when it is this much louder than the clip's noise floor
+EDGE_PAD_S = 0.05
+
+
+def trim_to_speech(audio: np.ndarray, segments: list[dict[str, Any]]) -> None:
+    """Shrink each segment's [start, end] to the frames louder than the noise floor (in place).
+
+    Word alignment still lets a sentence's last word run on into the silence after it (by a second, at
+    times); the clip's own loudness says where speech stops. Never widens a segment; a segment with no
+    loud frame keeps its times."""
+    n = len(audio) // int(FRAME_S * SAMPLE_RATE)
+    if n < 10 or not segments:
+        return
+    frames = audio[: n * int(FRAME_S * SAMPLE_RATE)].reshape(n, -1)
+    level = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+    floor, peak = np.percentile(level, [10, 90])
+    if peak - floor < 2 * SPEECH_OVER_FLOOR_DB:  # no clear silence in this clip: nothing to trim by
+        return
+    loud = level > floor + SPEECH_OVER_FLOOR_DB
+    for seg in segments:
+        a, b = int(seg["start"] / FRAME_S), min(n, int(np.ceil(seg["end"] / FRAME_S)))
+        idx = np.flatnonzero(loud[a:b])
+        if len(idx) == 0:
+            continue
+        seg["start"] = round(max(seg["start"], (a + idx[0]) * FRAME_S - EDGE_PAD_S), 2)
+        seg["end"] = round(min(seg["end"], (a + idx[-1] + 1) * FRAME_S + EDGE_PAD_S), 2)
 
 
 class AsrCascadeSpeech(Tower):
