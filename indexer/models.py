@@ -3,6 +3,12 @@
 ``items.id`` is the FAISS id. Embeddings live in their own table (the side store
 an index is rebuilt from without re-encoding); metadata queries never load them.
 One naming convention gives constraints the same names on SQLite and Postgres.
+
+The keyword-search table (``items_fts``: an FTS5 virtual table on SQLite, a
+tsvector table on Postgres) is created and kept in sync by migration 0002 and
+its triggers; it is dialect specific, so it is not a model here.
+:func:`include_name` hides it (and FTS5's shadow tables) from Alembic's
+autogenerate, which would otherwise try to drop it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,15 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+SEARCH_TABLE = "items_fts"
+
+
+def include_name(name: str | None, type_: str, parent_names: dict) -> bool:
+    """Alembic ``include_name`` hook: skip the migration-only keyword-search table and its shadow tables."""
+    return not (type_ == "table" and name is not None and
+                (name == SEARCH_TABLE or name.startswith(SEARCH_TABLE + "_")))
 
 
 def utcnow() -> datetime:

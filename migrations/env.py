@@ -2,7 +2,8 @@
 
 The URL comes from the Alembic config's ``sqlalchemy.url`` when the indexer sets
 it, else from ``DATABASE_URL``. A connection passed in ``config.attributes``
-(the indexer's own engine) is reused.
+(the indexer's own engine) is reused. ``include_name`` keeps autogenerate away
+from the dialect-specific keyword-search table that migration 0002 creates.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from indexer.models import Base
+from indexer.models import Base, include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,13 +32,14 @@ def _configure(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,  # the keyword-search table lives in migrations only (0002)
     )
 
 
 def run_migrations_offline() -> None:
     url = _url()
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=url.startswith("sqlite"))
+                      render_as_batch=url.startswith("sqlite"), include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from indexer.db import make_engine, upgrade_to_head
-from indexer.models import Base
+from indexer.models import Base, include_name
 
 TABLES = {"files", "items", "embeddings", "runs", "state", "alembic_version"}
 
@@ -17,7 +17,8 @@ def _check_upgraded(engine) -> None:
     upgrade_to_head(engine)
     assert TABLES <= set(inspect(engine).get_table_names())
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        # include_name: the same filter as migrations/env.py (the keyword-search table is migration-only)
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         diffs = compare_metadata(ctx, Base.metadata)
         assert diffs == [], f"models and migrations differ: {diffs}"
         assert ctx.get_current_revision() is not None
