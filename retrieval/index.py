@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ INDEX_NAME = "index.faiss"
 AUTO_EXACT_LIMIT = 200_000
 HNSW_EF_SEARCH = 128
 REFINE_K_FACTOR = 64
+REFERENCE_SAMPLE = 2048  # vectors kept to calibrate multi-input scores (retrieval.fusion)
 
 
 class IndexMismatchError(RuntimeError):
@@ -81,8 +83,10 @@ MAX_TRAIN_POINTS = 256_000
 
 
 def _supports_remove(factory: str) -> bool:
+    # IVF removes without renumbering its entries while IndexIDMap2 compacts its id map as if
+    # it did, so later searches returned the ids of other items: rebuild IVF indices instead.
     f = factory.upper()
-    return not (f.startswith("HNSW") or "RFLAT" in f or "REFINE" in f)
+    return not (f.startswith("HNSW") or "RFLAT" in f or "REFINE" in f or "IVF" in f)
 
 
 class VectorIndex:
@@ -92,6 +96,8 @@ class VectorIndex:
         self.manifest = manifest
         self._cpu = index if index is not None else self._empty(manifest.factory, manifest.dim)
         self._gpu: faiss.Index | None = None
+        self._reference: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     # ---- construction -------------------------------------------------
     @staticmethod
@@ -165,7 +171,7 @@ class VectorIndex:
                 f"index '{self.manifest.factory}' is not trained; rebuild it with VectorIndex.build"
             )
         self._cpu.add_with_ids(_as_matrix(vectors, self.manifest.dim), np.asarray(ids, dtype=np.int64))
-        self._gpu = None
+        self._gpu = self._reference = None
         self.manifest.count = self.count
 
     def remove(self, ids: np.ndarray) -> int:
@@ -174,14 +180,48 @@ class VectorIndex:
             return 0
         if not self.supports_remove:
             raise NotImplementedError(f"factory '{self.manifest.factory}' cannot remove ids; rebuild instead")
-        removed = self._cpu.remove_ids(np.asarray(ids, dtype=np.int64))
-        self._gpu = None
+        with self._lock:
+            removed = self._cpu.remove_ids(np.asarray(ids, dtype=np.int64))
+        self._gpu = self._reference = None
         self.manifest.count = self.count
         return int(removed)
 
     def ids(self) -> np.ndarray:
         """All ids in the index (order of insertion)."""
         return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (M, dim), as the index holds them (decoded if compressed).
+
+        Exact for Flat, HNSW and refined (``RFlat``) indices; PQ/SQ codes decode to
+        approximations. IVF indices get a direct map (id -> list slot) on first use.
+        """
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 0:
+            return np.zeros((0, self.manifest.dim), dtype=np.float32)
+        with self._lock:
+            ivf = faiss.try_extract_index_ivf(self._cpu.index)
+            if ivf is not None and ivf.direct_map.no():
+                ivf.make_direct_map(True)
+            try:
+                return np.asarray(self._cpu.reconstruct_batch(ids), dtype=np.float32)
+            except RuntimeError as exc:
+                known = set(self.ids().tolist())
+                missing = [int(i) for i in ids if int(i) not in known]
+                if missing:
+                    raise KeyError(f"ids not in the {(self.manifest.modality + ' ') if self.manifest.modality else ''}index: {missing[:5]}") from None
+                raise RuntimeError(f"the '{self.manifest.factory}' index cannot return stored vectors ({exc})") from None
+
+    def reference_sample(self, size: int = REFERENCE_SAMPLE) -> np.ndarray:
+        """Up to ``size`` stored vectors, a fixed (seeded) sample of the collection, kept until it changes."""
+        ref = self._reference
+        if ref is None or len(ref) != min(size, self.count):
+            ids = self.ids()
+            if len(ids) > size:
+                ids = np.sort(np.random.default_rng(0).choice(ids, size, replace=False))
+            ref = self.vectors(ids)
+            self._reference = ref
+        return ref
 
     # ---- search -------------------------------------------------------
     def _searchable(self) -> faiss.Index:

@@ -1,5 +1,10 @@
 """Search: encode query inputs, fuse them, and look up the per-modality indices.
 
+One input is a plain nearest-neighbour lookup (score = cosine). Several inputs
+(weights < 0 mean "not this") are answered in two stages: candidates from the
+ANN for the fused vector and for each positive input on its own, then each
+candidate scored by attention over the inputs (``retrieval.fusion``).
+
 Pure library code: it returns item ids and scores; the application layer (CLI,
 web app) joins them with metadata from the catalog.
 """
@@ -14,10 +19,12 @@ import numpy as np
 
 from . import decoders
 from .encoders import MODALITIES, Model, create_model
-from .fusion import fuse
+from .fusion import DEFAULT_TAU, attention_fuse_scores, fuse
 from .index import VectorIndex
 
 TARGETS = (*MODALITIES, "all")
+CANDIDATE_FACTOR = 4  # a multi-input query scores max(CANDIDATE_FACTOR * k, CANDIDATE_MIN) ANN hits per lookup
+CANDIDATE_MIN = 100
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,15 @@ class Searcher:
             return self.model.encode("audio", [decoders.load_audio(Path(q.value))])[0]
         raise ValueError(f"unknown query modality '{q.modality}' (use text, image or audio)")
 
-    def query_vector(self, inputs: Sequence[QueryInput]) -> np.ndarray:
+    def encode_inputs(self, inputs: Sequence[QueryInput]) -> np.ndarray:
+        """(N, D) unit vectors, one per input, in order."""
         if not inputs:
             raise ValueError("give at least one query input (--text, --image or --audio)")
-        vectors = np.stack([self.encode_input(q) for q in inputs])
-        return fuse(vectors, [q.weight for q in inputs])
+        return np.stack([self.encode_input(q) for q in inputs])
+
+    def query_vector(self, inputs: Sequence[QueryInput]) -> np.ndarray:
+        """The fused lookup vector of ``inputs`` (weighted sum, re-normalised)."""
+        return fuse(self.encode_inputs(inputs), [q.weight for q in inputs])
 
     def search_vector(self, vector: np.ndarray, target: str = "all", k: int = 10,
                       exclude: set[int] | frozenset[int] = frozenset()) -> list[Hit]:
@@ -80,5 +91,45 @@ class Searcher:
         hits.sort(key=lambda h: -h.score)
         return hits[:k]
 
+    def search_inputs(self, vectors: np.ndarray, weights: Sequence[float] | None = None, target: str = "all",
+                      k: int = 10, exclude: set[int] | frozenset[int] = frozenset(),
+                      tau: float = DEFAULT_TAU) -> list[Hit]:
+        """Top-``k`` hits for weighted query vectors (N, D); weight < 0 = "not this", 0 = ignored.
+
+        One positive input and no negatives is exactly :meth:`search_vector`. Otherwise the
+        candidates of each searched modality are the union of the ANN top-``n`` for the fused
+        vector and for each positive input alone (``n = max(4k, 100)``), scored by
+        :func:`retrieval.fusion.attention_fuse_scores` against the index's reference sample.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        w = np.ones(len(vectors)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(vectors),):
+            raise ValueError(f"got {w.size} weights for {len(vectors)} query inputs")
+        keep = w != 0
+        vectors, w = vectors[keep], w[keep]
+        lookup = fuse(vectors, w)  # also refuses a query without a positive input
+        if len(vectors) == 1:
+            return self.search_vector(vectors[0], target, k, exclude)
+        if target not in TARGETS:
+            raise ValueError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
+        modalities = [m for m in MODALITIES if m in self.indices] if target == "all" else [target]
+        queries = np.vstack([lookup[None, :], vectors[w > 0]])
+        n = max(CANDIDATE_FACTOR * k, CANDIDATE_MIN) + len(exclude)
+        hits: list[Hit] = []
+        for modality in modalities:
+            index = self.indices.get(modality)
+            if index is None or index.count == 0:
+                continue
+            _, ids = index.search(queries, n)
+            candidates = np.array(sorted({int(i) for i in ids.ravel() if i >= 0} - set(exclude)), dtype=np.int64)
+            if len(candidates) == 0:
+                continue
+            scores = attention_fuse_scores(vectors, w, index.vectors(candidates), tau, index.reference_sample())
+            hits += [Hit(int(i), modality, float(s)) for i, s in zip(candidates, scores)]
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits[:k]
+
     def search(self, inputs: Sequence[QueryInput], target: str = "all", k: int = 10) -> list[Hit]:
-        return self.search_vector(self.query_vector(inputs), target, k)
+        return self.search_inputs(self.encode_inputs(inputs), [q.weight for q in inputs], target, k)
