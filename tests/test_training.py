@@ -54,7 +54,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def test_train_runs_checkpoints_resumes_and_exports(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--data", str(tiny_dataset), "--out", str(run), "--batch", "4", "--steps-per-epoch", "2"]
+    args = ["train", "--data", str(tiny_dataset), "--out", str(run), "--batch", "4", "--steps-per-epoch", "2",
+            "--soft-targets", "1"]  # the optional loss term runs too
     first = json.loads(run_cli("retrieval", *args, "--epochs", "1").stdout.strip().splitlines()[-1])
     assert first["epochs"] == 1 and first["steps"] == 2
     assert (run / "checkpoint.pt").is_file()

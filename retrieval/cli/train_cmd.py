@@ -17,12 +17,28 @@ def run_build_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(args: argparse.Namespace, **defaults: object) -> dict:
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+
+
 def run_train(args: argparse.Namespace) -> int:
+    export = Path(args.export) if args.export else None
+    if args.stage == "rerank":
+        from ..training.rerank_train import RerankConfig, train_reranker
+
+        out = Path(args.out)
+        if args.no_resume and (out / "rerank_checkpoint.pt").is_file():
+            (out / "rerank_checkpoint.pt").unlink()
+        rcfg = RerankConfig(data=Path(args.data), out=out, seed=args.seed, device=args.device, export=export,
+                            fold_run=Path(args.fold_run) if args.fold_run else None,
+                            **_given(args, epochs=8, batch=48, steps_per_epoch=150, lr=1e-3))
+        print(json.dumps(train_reranker(rcfg)))
+        return 0
     from ..training.trainer import TrainConfig, train
 
-    cfg = TrainConfig(data=Path(args.data), out=Path(args.out), minutes=args.minutes, epochs=args.epochs,
-                      batch=args.batch, steps_per_epoch=args.steps_per_epoch, lr=args.lr, seed=args.seed, device=args.device,
-                      export=Path(args.export) if args.export else None, resume=not args.no_resume)
+    cfg = TrainConfig(data=Path(args.data), out=Path(args.out), minutes=args.minutes, soft_targets=args.soft_targets,
+                      seed=args.seed, device=args.device, export=export, resume=not args.no_resume, fold=args.fold,
+                      **_given(args, epochs=0, batch=128, steps_per_epoch=40, lr=2e-3))
     summary = train(cfg)
     print(json.dumps(summary))
     return 0

@@ -2,7 +2,10 @@
 
 Every tower implements ``_embed`` (raw vectors, plus optional per-item notes such
 as an ASR transcript); :meth:`Tower.encode` is the single place where vectors are
-L2-normalised. Inputs per modality: ``str`` for text, RGB ``PIL.Image.Image`` for
+L2-normalised. Towers that feed the re-ranker also implement
+:meth:`Tower.encode_tokens`: per-item token features (image patches, speech
+frames pooled to a few dozen, text word pieces) projected into the same joint
+space, unit length each, with the item's pooled vector first. Inputs per modality: ``str`` for text, RGB ``PIL.Image.Image`` for
 images, mono 16 kHz float32 ``numpy`` arrays for audio (see ``retrieval.decoders``).
 """
 
@@ -58,6 +61,19 @@ class Tower(ABC):
     def encode(self, batch: Sequence[Any]) -> np.ndarray:
         return self.encode_with_notes(batch).vectors
 
+    def has_tokens(self) -> bool:
+        return type(self)._tokens is not Tower._tokens
+
+    def _tokens(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        """Raw (T_i, dim) token features per item (pooled vector first); towers without tokens do not override it."""
+        raise ModelError(f"{type(self).__name__} has no token features (re-ranking needs them)")
+
+    def encode_tokens(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        """Per item: (T_i, dim) float32 unit-length token features in the joint space, the pooled vector first."""
+        if len(batch) == 0:
+            return []
+        return [l2_normalize(t) for t in self._tokens(batch)]
+
 
 class Model:
     """A named set of towers sharing one embedding space.
@@ -92,3 +108,6 @@ class Model:
 
     def encode(self, modality: str, batch: Sequence[Any]) -> np.ndarray:
         return self.tower(modality).encode(batch)
+
+    def encode_tokens(self, modality: str, batch: Sequence[Any]) -> list[np.ndarray]:
+        return self.tower(modality).encode_tokens(batch)

@@ -55,6 +55,14 @@ class ImageCNN(nn.Module):
         pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
         return self.head(pooled)
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + H*W, dim): the pooled embedding, then each patch of the last feature map projected by
+        the same head as if the image were that patch alone (mean = max = the patch's features)."""
+        f = self.stages(self.stem(x))
+        pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+        patches = f.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        return torch.cat([self.head(pooled)[:, None], self.head(torch.cat([patches, patches], dim=-1))], dim=1)
+
 
 def preprocess(images: Sequence[Any]) -> torch.Tensor:
     """RGB PIL images -> (N, 3, 64, 64) float tensor in [-1, 1]."""
@@ -94,3 +102,11 @@ class CnnImage(Tower):
             x = preprocess(batch[i:i + 256]).to(self.device).contiguous(memory_format=torch.channels_last)
             out.append(self.net(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32), [None] * len(batch)
+
+    @torch.inference_mode()
+    def _tokens(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for i in range(0, len(batch), 256):
+            x = preprocess(batch[i:i + 256]).to(self.device).contiguous(memory_format=torch.channels_last)
+            out += list(self.net.tokens(x).float().cpu().numpy())
+        return out

@@ -85,6 +85,28 @@ def _build(name: str) -> Model:
     return model
 
 
+_RERANKERS: dict[str, Any] = {}
+
+
+def create_reranker(name: str | None = None) -> Any:
+    """The trained re-ranker of bundled model ``name`` (verified by SHA-256), or None when it has none."""
+    from ..rerank import Reranker
+
+    name = canonical_name(name)
+    if name.startswith(OPENCLIP_PREFIX):
+        return None
+    spec = model_config(name).get("reranker")
+    if spec is None:
+        return None
+    with _LOCK:
+        if name not in _RERANKERS:
+            root = _locate(spec)
+            verify_files(root, spec["files"], fix="restore it with `git checkout -- retrieval/models` or retrain it "
+                         "with `python -m retrieval train --stage rerank` (see the model card)")
+            _RERANKERS[name] = Reranker.load(root)
+        return _RERANKERS[name]
+
+
 def _locate(spec: dict[str, Any]) -> Path:
     if "package" in spec:
         root = package_dir(spec["package"], spec.get("pip", spec["package"]))

@@ -24,6 +24,7 @@ from .speech_asr import AsrCascadeSpeech
 from .whisper_frames import WhisperFrames
 
 WHISPER_DIM = 384
+MAX_FRAME_TOKENS = 32  # frame tokens per clip for the re-ranker (average-pooled over time)
 
 
 class AttentionPoolHead(nn.Module):
@@ -42,6 +43,16 @@ class AttentionPoolHead(nn.Module):
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)
         pooled, _ = self.attn(q, x, x, key_padding_mask=pad_mask, need_weights=False)
         return self.mlp(pooled.flatten(1))
+
+    def frame_tokens(self, frames: torch.Tensor, max_tokens: int = MAX_FRAME_TOKENS) -> torch.Tensor:
+        """(T, F) frames of one clip -> (<= max_tokens, dim): frames average-pooled over time, each projected
+        as if every query attended to it alone (value and output projections, then the MLP)."""
+        if len(frames) > max_tokens:
+            frames = nn.functional.adaptive_avg_pool1d(frames.T[None], max_tokens)[0].T
+        e = self.attn.embed_dim
+        v = nn.functional.linear(self.norm(frames), self.attn.in_proj_weight[2 * e:], self.attn.in_proj_bias[2 * e:])
+        o = self.attn.out_proj(v)
+        return self.mlp(o.repeat(1, self.queries.shape[0]))
 
 
 def pad_frames(frames: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +88,18 @@ class HeadSpeech(Tower):
         x, mask = pad_frames(self.frames.frames(batch))
         return self.net(x.to(self.device), mask.to(self.device)).float().cpu().numpy(), [None] * len(batch)
 
+    @torch.inference_mode()
+    def _tokens(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.tokens_from_frames(self.frames.frames(batch))
+
+    @torch.inference_mode()
+    def tokens_from_frames(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Pooled head vector first, then the frame tokens (also used on the training set's stored frames)."""
+        x, mask = pad_frames(frames)
+        pooled = self.net(x.to(self.device), mask.to(self.device)).float().cpu()
+        return [torch.cat([p[None], self.net.frame_tokens(torch.as_tensor(np.asarray(f, np.float32)).to(self.device)).float().cpu()]).numpy()
+                for p, f in zip(pooled, frames)]
+
 
 class FusedSpeech(Tower):
     """Confidence-gated fusion of the learned head and the ASR cascade (notes come from the cascade)."""
@@ -103,6 +126,10 @@ class FusedSpeech(Tower):
         if self.mode == "head":
             return head, notes
         return self.fuse(head, casc, notes), notes
+
+    def _tokens(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The sound's tokens come from the learned head; the transcript is a separate view (retrieval.tokens)."""
+        return self.head._tokens(batch)
 
     def fuse(self, head: np.ndarray, cascade: np.ndarray, notes: Sequence[dict[str, Any] | None]) -> np.ndarray:
         """``w * cascade + (1 - w) * head`` per clip, ``w`` from the ASR's confidence (not normalised)."""

@@ -1,4 +1,8 @@
-"""Text tower: sentence-transformers all-MiniLM-L6-v2 (mean pooling), locked."""
+"""Text tower: sentence-transformers all-MiniLM-L6-v2 (mean pooling), locked.
+
+Its token features are the last hidden states of the word pieces (the sentence
+vector is their mean, so they live in the same space), at most ``MAX_TOKEN_FEATURES``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import torch
 
 from .base import Tower
 from .device import torch_device
+
+MAX_TOKEN_FEATURES = 32
 
 
 class MiniLMText(Tower):
@@ -45,3 +51,20 @@ class MiniLMText(Tower):
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         vectors[order] = np.concatenate(out)
         return vectors, [None] * len(batch)
+
+    @torch.inference_mode()
+    def _tokens(self, batch: Sequence[str]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = [str(t) for t in batch[start:start + self.batch_size]]
+            tokens = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_tokens,
+                                    return_tensors="pt", return_special_tokens_mask=True)
+            special = tokens.pop("special_tokens_mask").bool()
+            tokens = tokens.to(self.device)
+            hidden = self.model(**tokens).last_hidden_state.float().cpu()
+            mask = tokens["attention_mask"].cpu().bool()
+            for h, m, sp in zip(hidden, mask, special):
+                pooled = h[m].mean(0, keepdim=True)
+                words = h[m & ~sp][:MAX_TOKEN_FEATURES]
+                out.append(torch.cat([pooled, words]).numpy())
+        return out

@@ -7,7 +7,11 @@ clip. Losses, all symmetric InfoNCE with learnable temperatures:
 - image -> all training captions (multi-positive; text embeddings are fixed, so
   scoring every caption each step is cheap) and in-batch image <-> caption;
 - image <-> image across vendors (style invariance);
-- speech -> all training captions, in-batch speech <-> caption, speech <-> image.
+- speech -> all training captions, in-batch speech <-> caption, speech <-> image;
+- optionally (``soft_targets`` > 0) image/speech -> all training captions against
+  soft targets: the locked text tower's own similarity of the concept's captions to
+  every caption, so related concepts are near misses rather than plain negatives
+  and the towers copy the text space's structure (meant to help unseen concepts).
 
 Validation every epoch: text -> image R@10 on held-out concepts (zero-shot) and a
 sample of seen ones; speech -> label R@1 on unseen clips of seen concepts and on
@@ -50,23 +54,28 @@ class TrainConfig:
     epochs: int = 0
     batch: int = 128
     lr: float = 2e-3
+    soft_targets: float = 0.0
     seed: int = 0
     device: str = "auto"
     export: Path | None = None
     register: str = "triad-mini"
     resume: bool = True
     steps_per_epoch: int = 40
+    fold: float = 0.0  # cross-fitting for the re-ranker: also keep this fraction of training concepts out
 
 
 class Dataset:
     """Everything training needs, in memory: images, caption embeddings, speech frames."""
 
-    def __init__(self, root: Path, text_embed) -> None:  # noqa: ANN001
+    def __init__(self, root: Path, text_embed, exclude: frozenset[str] = frozenset()) -> None:  # noqa: ANN001
         from PIL import Image
 
         if not (root / "concepts.json").is_file():
             raise FileNotFoundError(f"no training data in {root}; run `python -m retrieval build-data --out {root}` first")
         self.concepts = json.loads((root / "concepts.json").read_text())
+        for c in self.concepts:  # a cross-fitting fold: neither trained on nor validated on
+            if c["key"] in exclude:
+                c["split"] = "fold"
         self.train = [c for c in self.concepts if c["split"] == "train"]
         self.held = [c for c in self.concepts if c["split"] == "heldout"]
         paths: list[str] = []
@@ -89,6 +98,10 @@ class Dataset:
                     self.cap_owner.append(i)
         self.cap_emb = torch.from_numpy(text_embed(self.cap_text))
         self.cap_owner_t = torch.tensor(self.cap_owner)
+        # each training concept's mean caption direction (zero for held-out concepts, which have no captions here)
+        self.concept_text = torch.zeros(len(self.concepts), self.cap_emb.shape[1])
+        self.concept_text.index_add_(0, self.cap_owner_t, self.cap_emb)
+        self.concept_text = F.normalize(self.concept_text, dim=-1)
         self.caps_of: dict[int, list[int]] = {}
         for j, i in enumerate(self.cap_owner):
             self.caps_of.setdefault(i, []).append(j)
@@ -129,6 +142,14 @@ def _text_embedder():  # noqa: ANN202
 def _multi_pos_ce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """-log(sum over positives of softmax) per row; ``positive`` is a bool mask like ``logits``."""
     return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~positive, -1e9), 1)).mean()
+
+
+SOFT_TEMPERATURE = 0.05  # targets and student logits alike: ~95% of a row's mass on its own captions
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a target distribution per row."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def _sym_ce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -202,7 +223,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    ds = Dataset(cfg.data, _text_embedder())
+    fold = fold_concepts(cfg.data, cfg.fold, cfg.seed) if cfg.fold > 0 else frozenset()
+    if fold:
+        (cfg.out / "fold.json").write_text(json.dumps(sorted(fold)))
+    ds = Dataset(cfg.data, _text_embedder(), fold)
     dim = ds.cap_emb.shape[1]
     model = Joint(dim).to(device)
     scale_lr = 10.0  # temperatures: no weight decay (it would pull them towards 1) and a faster learning rate
@@ -226,7 +250,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     total_steps = planned * cfg.steps_per_epoch
     g = torch.Generator().manual_seed(cfg.seed + state["step"])
     rng = random.Random(cfg.seed + state["step"])
-    cap_emb, cap_owner = ds.cap_emb.to(device), ds.cap_owner_t.to(device)
+    cap_emb, cap_owner, concept_text = ds.cap_emb.to(device), ds.cap_owner_t.to(device), ds.concept_text.to(device)
     pool = ds.pixels
     warm = 100
     while state["epoch"] < planned and state["elapsed"] < budget:
@@ -253,6 +277,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             s = F.normalize(model.speech(x.to(device), m.to(device)), dim=-1)
             sel = torch.tensor(have, device=device)
             loss_sp = _multi_pos_ce(s_st * s @ cap_emb.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
+            if cfg.soft_targets > 0:
+                soft = torch.softmax(concept_text[concepts] @ cap_emb.T / SOFT_TEMPERATURE, dim=1)
+                loss_img = loss_img + cfg.soft_targets * (_soft_ce(e1 @ cap_emb.T / SOFT_TEMPERATURE, soft)
+                                                          + _soft_ce(e2 @ cap_emb.T / SOFT_TEMPERATURE, soft)) / 2
+                loss_sp = loss_sp + cfg.soft_targets * _soft_ce(s @ cap_emb.T / SOFT_TEMPERATURE, soft[sel])
             loss = loss_img + loss_sp
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -272,7 +301,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ckpt.with_suffix(".tmp").replace(ckpt)
     export_dir = cfg.out / "export"
     _export(model, export_dir)
-    fusion = fit_speech_fusion(cfg.data, export_dir)
+    fusion = fit_speech_fusion(cfg.data, export_dir) if not fold else {"skipped": "cross-fitting fold run"}
     summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "epochs": state["epoch"], "steps": state["step"],
                "minutes": round(state["elapsed"] / 60, 2), "final": state["history"][-1] if state["history"] else {},
                "speech": fusion, "history": state["history"]}
@@ -286,6 +315,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             (cfg.export / f.name).write_bytes(f.read_bytes())
         summary["registered"] = str(register(cfg.register, cfg.export))
     return summary
+
+
+def fold_concepts(data: Path, fraction: float, seed: int) -> frozenset[str]:
+    """A seeded fraction of the training concepts (the demo's excepted), for cross-fitting the re-ranker."""
+    from .build import DEMO_CONCEPTS
+
+    keys = sorted(c["key"] for c in json.loads((data / "concepts.json").read_text())
+                  if c["split"] == "train" and c["key"] not in DEMO_CONCEPTS)
+    return frozenset(random.Random(seed + 7).sample(keys, int(len(keys) * fraction)))
 
 
 def _export(model: Joint, out: Path) -> None:
