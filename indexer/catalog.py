@@ -1,6 +1,7 @@
 """A data directory: its database, its FAISS indices (one per modality) and its lock.
 
-The database is the source of truth. Each index's manifest records the database
+The database is the source of truth; the token-feature store (``tokens/``,
+re-ranking) is written beside it by the indexer. Each index's manifest records the database
 revision it reflects; an index whose revision differs (an interrupted run, a
 deleted file) is rebuilt from the stored embeddings, so index and database
 always agree after :meth:`Catalog.fresh_indices`.
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.encoders import MODALITIES
 from retrieval.index import VectorIndex, read_manifest
+from retrieval.tokens import TokenStore
 
 from . import repository as repo
 from .db import open_sessionmaker
@@ -60,6 +62,10 @@ class Catalog:
 
     def session(self) -> Session:
         return self.sessions()
+
+    # ---- token features (re-ranking) ----------------------------------
+    def token_store(self) -> TokenStore:
+        return TokenStore(self.data_dir / "tokens")
 
     # ---- indices -----------------------------------------------------
     def index_dir(self, modality: str) -> Path:

@@ -15,7 +15,7 @@ from retrieval.index import IndexMismatchError
 from . import repository as repo
 from .catalog import Catalog, CatalogBusyError
 from .db import data_dir_from
-from .pipeline import AddOptions, ModelMismatchError, add
+from .pipeline import AddOptions, ModelMismatchError, add, rebuild_tokens, resolve_model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir")
     e.add_argument("--json", action="store_true")
 
-    r = sub.add_parser("rebuild", help="rebuild the FAISS indices from stored embeddings (no re-encoding)")
+    r = sub.add_parser("rebuild", help="rebuild the FAISS indices from stored embeddings (no re-encoding) and "
+                       "the token features (re-ranking) of items that have none")
     r.add_argument("--data-dir")
     r.add_argument("--index-factory", default="auto")
+    r.add_argument("--tokens", action="store_true", help="re-encode the token features of every item (decodes all files again)")
     r.add_argument("--json", action="store_true")
 
     st = sub.add_parser("status", help="model, item counts per modality, last run")
@@ -105,9 +107,18 @@ def _rebuild(args: argparse.Namespace, catalog: Catalog) -> int:
         for modality in present:
             idx = catalog.rebuild_index(modality, model, checksums, revision, factory=args.index_factory)
             counts[modality] = {"count": idx.count, "factory": idx.manifest.factory}
+        if args.tokens:
+            import shutil
+
+            shutil.rmtree(catalog.token_store().root, ignore_errors=True)
+        tokens = rebuild_tokens(catalog, resolve_model(catalog, model), force=args.tokens)
     finally:
         catalog.unlock()
-    print(json.dumps(counts) if args.json else "\n".join(f"{m}: {c['count']} vectors ({c['factory']})" for m, c in counts.items()))
+    if args.json:
+        print(json.dumps({**counts, "tokens": tokens}))
+    else:
+        print("\n".join(f"{m}: {c['count']} vectors ({c['factory']})" for m, c in counts.items()))
+        print(f"token features: {tokens['written']} written, {tokens['skipped']} kept, {tokens['failed']} failed")
     return 0
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from retrieval import decoders
 from retrieval.encoders import DEFAULT_MODEL, Model, canonical_name, create_model
 from retrieval.index import VectorIndex, resolve_factory
+from retrieval.tokens import item_views, model_has_tokens
 
 from . import repository as repo
 from .catalog import Catalog
@@ -60,6 +61,8 @@ class Unit:
     content: str | None = None
     extra: dict | None = None
     vector: np.ndarray | None = None
+    views: dict[str, np.ndarray] | None = None  # token features for the re-ranker (see retrieval.tokens)
+    source: str = ""  # the file's path (an image's name words become a view)
 
 
 @dataclass
@@ -149,7 +152,7 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
             model.tower(c.modality)  # raises with the fix in its message
         if c.modality == "image":
             img = decoders.load_image(Path(c.path))
-            out.units = [Unit("image", img, extra={"width": img.width, "height": img.height})]
+            out.units = [Unit("image", img, extra={"width": img.width, "height": img.height}, source=c.path)]
         elif c.modality == "audio":
             audio = decoders.load_audio(Path(c.path))
             out.units = [Unit("audio", seg.samples, seg.start, seg.end) for seg in decoders.split_segments(audio)]
@@ -168,7 +171,8 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
 
 
 def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
-    """Fill every unit's vector (and transcript notes); a failing file gets an error."""
+    """Fill every unit's vector (and transcript notes, and token views when the model has them);
+    a failing file gets an error."""
     by_modality: dict[str, list[Unit]] = defaultdict(list)
     for d in batch:
         if not d.error and not d.unchanged:
@@ -188,6 +192,15 @@ def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
 
 
 def _encode(model: Model, modality: str, units: list[Unit]) -> None:
+    _encode_vectors(model, modality, units)
+    if model_has_tokens(model):
+        views = item_views(model, modality, [u.payload for u in units], [u.content for u in units],
+                           [u.source for u in units])
+        for u, v in zip(units, views):
+            u.views = v
+
+
+def _encode_vectors(model: Model, modality: str, units: list[Unit]) -> None:
     enc = model.tower(modality).encode_with_notes([u.payload for u in units])
     for u, vec, note in zip(units, enc.vectors, enc.notes):
         u.vector = vec
@@ -212,6 +225,9 @@ class Writer:
         self.factory = factory
         self.revision = catalog.state()[2]
         self.needs_rebuild: set[str] = set()
+        self.tokens = catalog.token_store() if model_has_tokens(model) else None
+        if self.tokens is not None:
+            self.tokens.check_model(model.name, model.dim)
 
     def _index(self, modality: str) -> VectorIndex:
         if modality not in self.indices:
@@ -225,6 +241,7 @@ class Writer:
     def write(self, batch: Sequence[Decoded], summary: Summary) -> None:
         added: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         removed: list[tuple[int, str]] = []
+        views: list[tuple[int, dict[str, np.ndarray]]] = []
         with self.catalog.session() as s:
             for d in batch:
                 c = d.candidate
@@ -246,12 +263,16 @@ class Writer:
                 for item_id, u in zip(ids, d.units):
                     added[u.modality][0].append(item_id)
                     added[u.modality][1].append(u.vector)
+                    if u.views:
+                        views.append((item_id, u.views))
                 if d.known is None:
                     summary.added += 1
                 else:
                     summary.updated += 1
             self.revision = repo.bump_revision(s)
             s.commit()
+        if self.tokens is not None:  # after the commit: a killed run leaves ids without tokens, which
+            self.tokens.put_many(views)  # re-ranking skips and `indexer rebuild` fills in
         self.apply(added, removed)
 
     def remove_files(self, file_ids: list[int]) -> int:
@@ -268,6 +289,8 @@ class Writer:
         by_modality: dict[str, list[int]] = defaultdict(list)
         for item_id, modality in removed:
             by_modality[modality].append(item_id)
+        if removed:
+            self.catalog.token_store().delete_many(i for i, _ in removed)
         for modality, ids in by_modality.items():
             if modality not in self.indices:
                 continue
@@ -434,3 +457,38 @@ def _process(todo: list, model: Model, writer: Writer, summary: Summary, options
                     summary.timings["index_save_s"] += time.perf_counter() - t
                     last_save = time.perf_counter()
     bar.close()
+
+
+def rebuild_tokens(catalog: Catalog, model: Model, force: bool = False, batch_size: int = 32) -> dict[str, int]:
+    """Re-encode token features of items that have none in the store (all items with ``force``),
+    decoding their files again; files that no longer decode are counted, not fatal."""
+    store = catalog.token_store()
+    if not model_has_tokens(model):
+        return {"written": 0, "skipped": 0, "failed": 0}
+    store.check_model(model.name, model.dim)
+    have = set() if force else store.ids()
+    with catalog.session() as s:
+        by_file = repo.items_by_file(s)
+    written = failed = 0
+    todo = [(path, modality, items) for path, modality, items in by_file if any(i[0] not in have for i in items)]
+    for start in range(0, len(todo), batch_size):
+        for path, modality, items in todo[start:start + batch_size]:
+            try:
+                payloads = _payloads(path, modality, items)
+                views = item_views(model, modality, payloads, [i[3] for i in items], [path] * len(items))
+                store.put_many((i[0], v) for i, v in zip(items, views))
+                written += len(items)
+            except Exception as exc:  # one unreadable file must not stop the rebuild
+                log.warning("%s: token features not rebuilt (%s)", path, exc)
+                failed += len(items)
+    return {"written": written, "skipped": sum(len(t[2]) for t in by_file) - written - failed, "failed": failed}
+
+
+def _payloads(path: str, modality: str, items: list[tuple[int, float | None, float | None, str | None]]) -> list[Any]:
+    if modality == "image":
+        return [decoders.load_image(Path(path))] * len(items)
+    if modality == "audio":
+        audio = decoders.load_audio(Path(path))
+        sr = decoders.SAMPLE_RATE
+        return [audio[int((start or 0) * sr): int(end * sr) if end is not None else None] for _, start, end, _ in items]
+    return [content or "" for _, _, _, content in items]

@@ -7,8 +7,8 @@ the text tower); an audio clip has its ``sound`` (pooled Whisper frames through
 the speech head) and, when ASR heard words, its ``transcript``; a text item has
 its ``text``. A query has one view per input.
 
-The store keeps one small ``.npz`` per item (float16, at most ~33 tokens per
-view), sharded into folders of 4096 ids, under ``<data dir>/tokens``; it is
+The store keeps one small ``.tok`` file per item (a JSON header, then float16
+rows; at most ~33 tokens per view), sharded into folders of 4096 ids, under ``<data dir>/tokens``; it is
 written by the indexer beside the embeddings and rebuilt by ``indexer rebuild``.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -67,13 +66,13 @@ def query_views(model: Model, modality: str, payload: Any) -> Views:
 
 
 class TokenStore:
-    """One float16 ``.npz`` per item id under ``root``; a ``manifest.json`` names the model that wrote it."""
+    """One ``.tok`` file per item id under ``root``; a ``manifest.json`` names the model that wrote it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     def _path(self, item_id: int) -> Path:
-        return self.root / f"{int(item_id) // SHARD:05d}" / f"{int(item_id)}.npz"
+        return self.root / f"{int(item_id) // SHARD:05d}" / f"{int(item_id)}.tok"
 
     def check_model(self, model: str, dim: int) -> None:
         """Create the manifest, or refuse a store written by another model."""
@@ -93,8 +92,8 @@ class TokenStore:
         for item_id, views in items:
             path = self._path(item_id)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            np.savez(tmp, **{k: np.asarray(v, np.float16) for k, v in views.items()})
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(encode_views(views))
             tmp.replace(path)
 
     def get_many(self, ids: Sequence[int]) -> dict[int, Views]:
@@ -102,9 +101,8 @@ class TokenStore:
         out: dict[int, Views] = {}
         for item_id in ids:
             try:
-                with np.load(self._path(item_id)) as z:
-                    out[int(item_id)] = {k: z[k].astype(np.float32) for k in z.files}
-            except (FileNotFoundError, OSError, ValueError, zipfile.BadZipFile):
+                out[int(item_id)] = decode_views(self._path(item_id).read_bytes())
+            except (FileNotFoundError, OSError, ValueError, KeyError):
                 continue
         return out
 
@@ -115,7 +113,28 @@ class TokenStore:
     def ids(self) -> set[int]:
         if not self.root.is_dir():
             return set()
-        return {int(p.stem) for p in self.root.glob("*/*.npz") if p.stem.isdigit()}
+        return {int(p.stem) for p in self.root.glob("*/*.tok") if p.stem.isdigit()}
+
+
+def encode_views(views: Mapping[str, np.ndarray]) -> bytes:
+    """One item's views as bytes: a 4-byte header length, a JSON header (names, rows, dim), float16 rows."""
+    mats = {k: np.ascontiguousarray(v, np.float16) for k, v in views.items()}
+    dim = next(iter(mats.values())).shape[1] if mats else 0
+    header = json.dumps({"dim": dim, "views": [[k, int(len(v))] for k, v in mats.items()]}).encode()
+    return len(header).to_bytes(4, "little") + header + b"".join(v.tobytes() for v in mats.values())
+
+
+def decode_views(data: bytes) -> Views:
+    n = int.from_bytes(data[:4], "little")
+    header = json.loads(data[4:4 + n])
+    flat = np.frombuffer(data, np.float16, offset=4 + n).astype(np.float32)
+    out, pos, dim = {}, 0, int(header["dim"])
+    for name, rows in header["views"]:
+        out[name] = flat[pos:pos + rows * dim].reshape(rows, dim)
+        pos += rows * dim
+    if pos != len(flat):
+        raise ValueError("token file size does not match its header")
+    return out
 
 
 def views_summary(views: Mapping[str, np.ndarray]) -> dict[str, int]:

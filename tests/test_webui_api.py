@@ -208,7 +208,7 @@ def test_more_like_this_uses_the_stored_item_and_leaves_it_out(client):
     dog = item_id_of(client, "dog_park.wav", "audio")
     data = search(client, items=[dog], k=20)
     assert dog not in [h["id"] for h in data["hits"]]
-    assert data["query"]["inputs"] == [{"kind": "item", "label": f"item {dog}"}]
+    assert data["query"]["inputs"] == [{"kind": "item", "label": f"item {dog}", "weight": 1.0}]
     notes = search(client, items=[dog], target="text", k=1)["hits"]
     assert notes[0]["name"] == "dogs.md"
     form = client.post("/api/search", data={"item": str(dog), "target": "text", "k": "1"},

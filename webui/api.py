@@ -11,7 +11,7 @@ from retrieval import decoders
 from . import openapi
 from .engine import Engine, media_type
 from .errors import ApiError
-from .queries import parse_search
+from .queries import parse_hybrid, parse_rerank, parse_search
 from .thumbnails import SIZES, ThumbnailCache
 from .views import item_json, load_item, stats_json
 
@@ -25,7 +25,8 @@ def engine() -> Engine:
 @bp.post("/search")
 def search():
     parts, target, k, offset = parse_search(request, current_app.config)
-    return jsonify(engine().search(parts, target, k, offset))
+    return jsonify(engine().search(parts, target, k, offset, hybrid=parse_hybrid(request),
+                                   rerank=parse_rerank(request)))
 
 
 @bp.get("/items/<int:item_id>")

@@ -11,6 +11,17 @@ reloaded on the next request; requests in flight keep the snapshot they started
 with. Encoding is serialised per modality (Hugging Face fast tokenizers are not
 safe to call from several threads at once); FAISS search on a CPU index is
 thread-safe and runs without a lock.
+
+Hybrid search (``hybrid=True``): the vector hits (a pool of :data:`HYBRID_POOL`)
+and the catalog's full-text hits for the typed words (positive text inputs
+only; the words of a spoken query are not used) are merged by reciprocal rank
+fusion, k = 60 (:mod:`retrieval.rank_fusion`). A hit's score is then the fused
+score normalised to (0, 1]; it also says its rank in each list (``ranks``),
+which query words its text or file name holds (``matched``, by the database's
+own stemming) and where they are in its name (``name_marks``). A long
+recording's excerpt moves to the sentence holding a matched word when the
+vector-chosen sentence has none. Without typed words hybrid equals vector
+search (the response's ``hybrid.terms`` is then empty).
 """
 
 from __future__ import annotations
@@ -32,19 +43,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from indexer import repository as repo
 from indexer.catalog import Catalog
 from retrieval import decoders
-from retrieval.encoders import MODALITIES, Model, ModelError, create_model
+from retrieval.encoders import MODALITIES, Model, ModelError, create_model, create_reranker
 from retrieval.fusion import fuse
 from retrieval.index import VectorIndex, read_manifest
+from retrieval.rank_fusion import RRF_K, ranks as list_ranks, rrf
+from retrieval.rerank import DEFAULT_K as RERANK_K, Reranker, RerankOptions, rerank_hits
 from retrieval.search import Hit, Searcher
 from retrieval.spans import text_snippet
+from retrieval.tokens import QUERY_VIEW, TokenStore, query_views
 
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
 QUERY_CACHE_SIZE = 256
+HYBRID_POOL = 1000  # vector and keyword hits fused per hybrid query
 SPAN_CACHE_SIZE = 4096  # audio items whose segment vectors are kept (a few KB each)
 WORD_RE = re.compile(r"\w+", re.UNICODE)
+NAME_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)  # file names: "_" separates words too
 # words too common to mark in a snippet (they still count for the query itself)
 STOPWORDS = frozenset("""a an and are as at be but by can did do does for from had has have her his how i in is it its
 me my not of on or our she so than that the their them then there these they this to too was we were what when where
@@ -59,6 +75,7 @@ class QueryPart:
     value: Any  # str, PIL image, float32 samples, or an item id
     key: str  # stable identity for the query-vector cache (text, sha256 of the upload, item id)
     label: str = ""
+    weight: float = 1.0  # < 0: "not this" (see retrieval.fusion)
 
 
 @dataclass
@@ -223,7 +240,12 @@ class Engine:
         return enc.vectors[0], info
 
     def query_vector(self, snap: Snapshot, parts: Sequence[QueryPart]) -> tuple[np.ndarray, list[dict]]:
-        """The fused query vector (cached by input identity) and per-input info."""
+        """The fused lookup vector (weighted sum of the inputs) and per-input info."""
+        vectors, weights, infos = self.query_vectors(snap, parts)
+        return fuse(vectors, weights), infos
+
+    def query_vectors(self, snap: Snapshot, parts: Sequence[QueryPart]) -> tuple[np.ndarray, list[float], list[dict]]:
+        """One unit vector per input (cached by input identity), the inputs' weights, and per-input info."""
         assert snap.searcher is not None
         model = snap.searcher.model
         vectors, infos = [], []
@@ -253,10 +275,11 @@ class Engine:
                             self._cache.popitem(last=False)
                 vec, info = cached
             vectors.append(vec)
-            infos.append({"kind": part.kind, "label": part.label, **info})
-        return fuse(np.stack(vectors)), infos
+            infos.append({"kind": part.kind, "label": part.label, "weight": part.weight, **info})
+        return np.stack(vectors), [p.weight for p in parts], infos
 
-    def search(self, parts: Sequence[QueryPart], target: str, k: int, offset: int) -> dict:
+    def search(self, parts: Sequence[QueryPart], target: str, k: int, offset: int, hybrid: bool = False,
+               rerank: bool = True) -> dict:
         if not parts:
             raise ApiError("the query is empty: type some words, add an image or an audio file, or record "
                            "from the microphone", 400, "empty_query")
@@ -264,16 +287,30 @@ class Engine:
         if snap.searcher is None:
             raise self.not_indexed()
         t0 = time.perf_counter()
-        query, infos = self.query_vector(snap, parts)
+        vectors, weights, infos = self.query_vectors(snap, parts)
+        query = fuse(vectors, weights)
         t1 = time.perf_counter()
         exclude = frozenset(int(p.value) for p in parts if p.kind == "item")
-        hits = snap.searcher.search_vector(query, target=target, k=offset + k + 1, exclude=exclude)
+        # hybrid: the typed words of positive inputs are the keywords; the vector list gets deeper
+        keywords = " ".join(p.value for p in parts if p.kind == "text" and p.weight > 0) if hybrid else None
+        fusion = {"terms": repo.keyword_terms(keywords or ""), "keyword_hits": 0, "ranks": {}}
+        n = max(offset + k + 1, HYBRID_POOL) if fusion["terms"] else offset + k + 1
+        reranker = self.reranker(snap) if rerank else None
+        if reranker is not None:
+            n = max(n, RERANK_K)
+        hits = snap.searcher.search_inputs(vectors, weights, target=target, k=n, exclude=exclude)
+        if reranker is not None:
+            hits = self.rerank(snap, reranker, parts, weights, hits)
+        if fusion["terms"]:
+            hits = self.fuse_keywords(hits, keywords, target, offset + k + 1, exclude, fusion)
         page, has_more = hits[offset:offset + k], len(hits) > offset + k
-        words = [w for p in parts if p.kind == "text" for w in WORD_RE.findall(p.value)]
-        words += [w for i in infos for w in WORD_RE.findall(i.get("transcript", ""))]
+        words = [w for p in parts if p.kind == "text" and p.weight > 0 for w in WORD_RE.findall(p.value)]
+        words += [w for i in infos if i["weight"] > 0 for w in WORD_RE.findall(i.get("transcript", ""))]
         rows = self.rows(snap, page, query, words, first_rank=offset)
+        if fusion["terms"]:
+            self._mark_keywords(rows, keywords, fusion["ranks"])
         t2 = time.perf_counter()
-        return {
+        result = {
             "hits": rows,
             "offset": offset,
             "k": k,
@@ -285,6 +322,94 @@ class Engine:
             "revision": snap.revision,
             "timings_ms": {"encode": round((t1 - t0) * 1000, 1), "search": round((t2 - t1) * 1000, 1)},
         }
+        result["rerank"] = {"applied": reranker is not None, "k": RERANK_K if reranker is not None else 0}
+        if hybrid:
+            result["hybrid"] = {"terms": fusion["terms"], "keyword_hits": fusion["keyword_hits"], "rrf_k": RRF_K}
+        return result
+
+    # ---- re-ranking: fused cross-attention over the top K ---------------
+    def reranker(self, snap: Snapshot) -> Reranker | None:
+        """The model's trained re-ranker, or None (OpenCLIP models have none; a damaged file is logged)."""
+        if snap.model_name is None:
+            return None
+        try:
+            return create_reranker(snap.model_name)
+        except (ModelError, OSError, ValueError) as exc:
+            log.warning("searching without re-ranking: %s", exc)
+            return None
+
+    def rerank(self, snap: Snapshot, reranker: Reranker, parts: Sequence[QueryPart], weights: Sequence[float],
+               hits: list[Hit]) -> list[Hit]:
+        """Re-order the first-stage top K; query tokens come from the inputs (an item's from the store)."""
+        assert snap.searcher is not None
+        model = snap.searcher.model
+        store = TokenStore(self.data_dir / "tokens")
+        stored = store.get_many([int(p.value) for p, w in zip(parts, weights) if p.kind == "item" and w > 0])
+        query = []
+        for part, w in zip(parts, weights):
+            if w <= 0:
+                continue
+            if part.kind == "item":
+                views = stored.get(int(part.value), {})
+                own = [(m, {v: views[v]}) for m, v in QUERY_VIEW.items() if v in views]
+                if own:
+                    query.append((own[0][0], own[0][1], w))
+                continue
+            with self._encode_locks[part.kind]:
+                query.append((part.kind, query_views(model, part.kind, part.value), w))
+        if not query:
+            return hits
+        return rerank_hits(hits, query, reranker, store.get_many([h.id for h in hits[:RERANK_K]]), RerankOptions(RERANK_K))
+
+    # ---- hybrid: vector + keyword hits by reciprocal rank fusion ------------
+    def fuse_keywords(self, vector: list[Hit], words: str, target: str, n: int, exclude: frozenset[int],
+                      info: dict) -> list[Hit]:
+        """The ``n`` best of the ``vector`` hits fused with the keyword hits of ``words`` (RRF, k = 60).
+
+        Fills ``info`` with the number of keyword hits and each returned id's [vector, keyword] rank.
+        """
+        pool = max(n, HYBRID_POOL)
+        with self.session() as s:
+            try:
+                keyword = repo.keyword_search(s, words, None if target == "all" else target, pool + len(exclude))
+            except SQLAlchemyError:
+                cat = self.catalog()
+                if cat is not None and not inspect(cat.engine).has_table("items_fts"):
+                    raise ApiError("this catalog was built before keyword search existed; run `python -m indexer "
+                                   f"add PATH --data-dir {self.data_dir}` once (it upgrades the database), then "
+                                   "search again", 503, "keyword_index_missing") from None
+                raise
+            keyword_ids = [i for i, _ in keyword if i not in exclude]
+            lists = [[h.id for h in vector], keyword_ids]
+            top = rrf(lists, normalize=True)[:n]
+            modality = {h.id: h.modality for h in vector}
+            missing = [i for i, _ in top if i not in modality]
+            modality.update({i: m["modality"] for i, m in repo.item_hits(s, missing).items()})
+        where = list_ranks(lists)
+        info.update(keyword_hits=len(keyword_ids), ranks={i: where[i] for i, _ in top})
+        return [Hit(i, modality[i], score) for i, score in top if i in modality]
+
+    def _mark_keywords(self, rows: list[dict], words: str, ranks: dict[int, list]) -> None:
+        """Hybrid rows: rank per list, the query words each matched, marks in the file name, and a
+        long recording's excerpt moved to a sentence holding a matched word when it shows none."""
+        with self.session() as s:
+            matched = repo.keyword_matches(s, [r["id"] for r in rows], words)
+            moved = [r for r in rows if r.get("window") and matched.get(r["id"]) and not r.get("marks")]
+            details = {r["id"]: repo.item_detail(s, r["id"]) for r in moved}
+        for row in rows:
+            vector_rank, keyword_rank = ranks.get(row["id"], [None, None])
+            row["ranks"] = {"vector": vector_rank, "keyword": keyword_rank}
+            row["matched"] = terms = matched.get(row["id"], [])
+            row["name_marks"] = mark_words(row["name"], terms, NAME_WORD_RE)
+            detail = details.get(row["id"])
+            segments = [seg for seg in ((detail or {}).get("extra") or {}).get("segments") or []
+                        if seg.get("text", "").strip()]
+            if segments:
+                best = max(segments, key=lambda seg: len(mark_words(seg["text"].strip(), terms)))
+                text = best["text"].strip()
+                if mark_words(text, terms):
+                    row["start"], row["end"], row["text"] = float(best["start"]), float(best["end"]), text
+                    row["marks"] = mark_words(text, terms)
 
     # ---- hits -> rows with metadata ---------------------------------------
     def rows(self, snap: Snapshot, hits: Sequence[Hit], query: np.ndarray, words: Sequence[str],
@@ -364,12 +489,15 @@ def _stem(word: str) -> str:
     return word
 
 
-def mark_words(text: str, words: Sequence[str]) -> list[list[int]]:
-    """[start, end) character ranges of ``text`` holding a query word (3+ letters, no stopwords, any case or plural)."""
+def mark_words(text: str, words: Sequence[str], pattern: re.Pattern = WORD_RE) -> list[list[int]]:
+    """[start, end) character ranges of ``text`` holding a query word (3+ letters, no stopwords, any case or plural).
+
+    ``pattern`` finds the words of ``text`` (:data:`NAME_WORD_RE` for file names).
+    """
     wanted = {_stem(w.lower()) for w in words if len(w) > 2 and w.lower() not in STOPWORDS}
     if not wanted:
         return []
-    return [[m.start(), m.end()] for m in WORD_RE.finditer(text) if _stem(m.group(0).lower()) in wanted]
+    return [[m.start(), m.end()] for m in pattern.finditer(text) if _stem(m.group(0).lower()) in wanted]
 
 
 def upload_key(data: bytes) -> str:

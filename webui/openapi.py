@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from retrieval.fusion import MAX_WEIGHT
 from retrieval.search import TARGETS
 
 from .thumbnails import SIZES
@@ -28,12 +29,13 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*statuses: int) -> dict:
     text = {
-        400: "Bad input (empty query, unknown target, bad number, malformed JSON)",
+        400: "Bad input (empty query, only \"not this\" inputs, unknown target, bad number or weight, malformed JSON)",
         404: "Unknown item, or its file is gone",
         413: "Upload over a limit (request size, image pixels, audio seconds, text length)",
         415: "Wrong content type, or an upload that is neither an image nor audio by its content",
         422: "Input that cannot be decoded or encoded (corrupt file, modality the model lacks, no speech)",
-        503: "Nothing indexed yet, or the catalog database is unreachable",
+        503: "Nothing indexed yet, the catalog database is unreachable, or (hybrid) the catalog predates "
+             "keyword search",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
@@ -58,9 +60,35 @@ SCHEMAS: dict = {
             "items": {"type": "array", "items": {"type": "integer"},
                       "description": "Indexed items whose stored vectors join the query (\"more like this\"); "
                                      "they are left out of the results"},
+            "not_text": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                         "description": "\"Not this\" words (weight -1): items about them are pushed down"},
+            "not_items": {"type": "array", "items": {"type": "integer"},
+                          "description": "\"Not like this\" items (weight -1); also left out of the results"},
+            "inputs": {"type": "array", "items": _ref("WeightedInput"),
+                       "description": "Inputs with explicit weights, in addition to the fields above"},
             "target": {"type": "string", "enum": list(TARGETS), "default": "all"},
             "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
             "offset": {"type": "integer", "minimum": 0, "default": 0},
+            "hybrid": {"type": "boolean", "default": False,
+                       "description": "Also match the typed words in transcripts, notes and file names (full-text "
+                                      "search), fused with the vector hits by reciprocal rank fusion (k = 60). "
+                                      "Without typed words it equals vector search"},
+            "rerank": {"type": "boolean", "default": True,
+                       "description": "Re-rank the first-stage top 100 with the model's cross-attention re-ranker "
+                                      "(when the model has one; false = first-stage order)"},
+        },
+    },
+    "WeightedInput": {
+        "type": "object", "additionalProperties": False,
+        "description": "One query input and its weight. Exactly one of text, item, file. Several inputs are scored "
+                       "by attention fusion: a hit must match every positive input; negative weights (\"not this\") "
+                       "push down items that resemble the input",
+        "properties": {
+            "text": {"type": "string"}, "item": {"type": "integer", "minimum": 1},
+            "file": {"type": "integer", "minimum": 0,
+                     "description": "Multipart only: the position (0-based) of a `file` upload this weight is for"},
+            "weight": {"type": "number", "minimum": -MAX_WEIGHT, "maximum": MAX_WEIGHT, "not": {"const": 0},
+                       "default": 1, "description": "Non-zero; negative = \"not this\""},
         },
     },
     "SearchForm": {
@@ -68,11 +96,21 @@ SCHEMAS: dict = {
         "properties": {
             "text": {"type": "array", "items": {"type": "string"}},
             "item": {"type": "array", "items": {"type": "integer"}},
+            "not_text": {"type": "array", "items": {"type": "string"}, "description": "\"Not this\" words"},
+            "not_item": {"type": "array", "items": {"type": "integer"}, "description": "\"Not like this\" items"},
+            "not_file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                         "description": "\"Not like this\" images and audio (weight -1), typed by content"},
+            "inputs": {"type": "string", "contentMediaType": "application/json",
+                       "description": "JSON list of WeightedInput objects (e.g. [{\"file\": 0, \"weight\": 0.5}])"},
             "file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
                      "description": "Images (JPEG, PNG, WebP, GIF, BMP, TIFF) and audio (WAV, FLAC, MP3, OGG, M4A, "
                                     "WebM), typed by content"},
             "target": {"type": "string", "enum": list(TARGETS)},
             "k": {"type": "integer"}, "offset": {"type": "integer"},
+            "hybrid": {"type": "string", "enum": ["1", "0", "true", "false", "on", "off", "yes", "no", ""],
+                       "description": "As `hybrid` in JSON"},
+            "rerank": {"type": "string", "enum": ["1", "0", "true", "false", "on", "off", "yes", "no", ""],
+                       "description": "As `rerank` in JSON (absent = on)"},
         },
     },
     "Hit": {
@@ -80,7 +118,10 @@ SCHEMAS: dict = {
         "properties": {
             "id": {"type": "integer"}, "rank": {"type": "integer", "description": "0-based over all pages"},
             "modality": {"type": "string", "enum": ["image", "audio", "text"]},
-            "score": {"type": "number", "description": "Cosine similarity to the fused query"},
+            "score": {"type": "number", "description": "Cosine similarity to the query (several inputs: the attention-"
+                                                        "fused score, in the same cosine units; the top 100 plus the "
+                                                        "re-ranker's correction); in hybrid mode the "
+                                                        "RRF score normalised to (0, 1] (1 = first in both lists)"},
             "path": {"type": "string"}, "name": {"type": "string"},
             "text": {"type": "string", "description": "Note excerpt holding the query words, or the transcript "
                                                        "(of the matching sentence for long recordings)"},
@@ -90,6 +131,14 @@ SCHEMAS: dict = {
             "end": {"type": "number"},
             "window": {"type": "array", "items": {"type": "number"}, "description": "The indexed 30 s window"},
             "width": NULL_INT, "height": NULL_INT,
+            "ranks": {"type": "object", "description": "Hybrid: 1-based rank in the vector and keyword lists "
+                                                       "(null: not in that list)",
+                      "required": ["vector", "keyword"],
+                      "properties": {"vector": NULL_INT, "keyword": NULL_INT}},
+            "matched": {"type": "array", "items": {"type": "string"},
+                        "description": "Hybrid: query words the item's text or file name holds (stemmed match)"},
+            "name_marks": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
+                           "description": "Hybrid: [start, end) ranges of `name` that are matched words"},
         },
     },
     "SearchResponse": {
@@ -100,13 +149,25 @@ SCHEMAS: dict = {
             "offset": {"type": "integer"}, "k": {"type": "integer"}, "has_more": {"type": "boolean"},
             "next_offset": NULL_INT, "target": {"type": "string"},
             "query": {"type": "object", "required": ["inputs", "words"], "properties": {
-                "inputs": {"type": "array", "items": {"type": "object", "required": ["kind", "label"], "properties": {
+                "inputs": {"type": "array", "items": {"type": "object", "required": ["kind", "label", "weight"], "properties": {
                     "kind": {"type": "string", "enum": ["text", "image", "audio", "item"]},
                     "label": {"type": "string"},
+                    "weight": {"type": "number", "description": "The input's weight (negative = \"not this\")"},
                     "transcript": {"type": "string", "description": "What the speech recogniser heard"}}}},
                 "words": {"type": "array", "items": {"type": "string"}}}},
             "model": {"type": "string"}, "revision": {"type": "integer"},
             "timings_ms": {"type": "object", "properties": {"encode": {"type": "number"}, "search": {"type": "number"}}},
+            "rerank": {"type": "object", "required": ["applied", "k"], "properties": {
+                "applied": {"type": "boolean", "description": "Whether the top K were re-ranked (the model has a "
+                                                              "re-ranker and it was not switched off)"},
+                "k": {"type": "integer", "description": "How many first-stage hits were re-ranked (0 = none)"}}},
+            "hybrid": {"type": "object", "description": "Present when hybrid search was asked for",
+                       "required": ["terms", "keyword_hits", "rrf_k"], "properties": {
+                           "terms": {"type": "array", "items": {"type": "string"},
+                                     "description": "Keywords searched (empty: no typed words, vector search only)"},
+                           "keyword_hits": {"type": "integer", "description": "Items that matched a keyword (up to "
+                                                                              "the fusion pool of 1000)"},
+                           "rrf_k": {"type": "number"}}},
         },
     },
     "Item": {

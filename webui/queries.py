@@ -10,6 +10,9 @@ deleted before the response.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +22,7 @@ from flask import Request
 from werkzeug.datastructures import FileStorage
 
 from retrieval import decoders
+from retrieval.fusion import MAX_WEIGHT
 from retrieval.search import TARGETS
 
 from .engine import QueryPart, sniff_upload, upload_key
@@ -47,31 +51,89 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _weight(value: Any, where: str) -> float:
+    """A per-input weight: a finite non-zero number within [-MAX_WEIGHT, MAX_WEIGHT] (negative = "not this")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value == 0 or abs(value) > MAX_WEIGHT:
+        raise ApiError(f"'{where}' must be a non-zero number between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g} "
+                       f"(negative = \"not this\"), got {str(value)[:40]!r}", 400, "bad_parameter")
+    return float(value)
+
+
+def _weighted_inputs(value: Any, n_files: int) -> tuple[list, list, dict[int, float]]:
+    """The ``inputs`` field: [{"text"|"item"|"file": ..., "weight": w}, ...] -> texts, items, file weights.
+
+    ``{"file": i}`` (multipart only) weighs the i-th (0-based) ``file`` upload.
+    """
+    if value is None:
+        return [], [], {}
+    if not isinstance(value, list):
+        raise ApiError("'inputs' must be a list of objects like {\"text\": \"red\", \"weight\": 0.5} or "
+                       "{\"item\": 12, \"weight\": -1}", 400, "bad_parameter")
+    texts, items, file_weights = [], [], {}
+    kinds = ("text", "item", "file") if n_files else ("text", "item")
+    for n, entry in enumerate(value):
+        where = f"inputs[{n}]"
+        keys = set(entry) - {"weight"} if isinstance(entry, dict) else set()
+        if len(keys) != 1 or not keys <= set(kinds):
+            hint = "" if n_files else " (\"file\" refers to a 'file' upload of a multipart request)"
+            raise ApiError(f"'{where}' must be an object with one of {', '.join(kinds)} and optionally a weight{hint}",
+                           400, "bad_parameter")
+        kind = keys.pop()
+        weight = _weight(entry.get("weight", 1.0), f"{where}.weight")
+        if kind == "text":
+            texts.append((entry["text"], weight, f"{where}.text"))
+        elif kind == "item":
+            items.append((entry["item"], weight, f"{where}.item"))
+        else:
+            index = _int(entry["file"], f"{where}.file", -1, 0, n_files - 1)
+            if index < 0:
+                raise ApiError(f"'{where}.file' must be the position (0-based) of a 'file' upload", 400, "bad_parameter")
+            if index in file_weights:
+                raise ApiError(f"'{where}' weighs file {index} a second time", 400, "bad_parameter")
+            file_weights[index] = weight
+    return texts, items, file_weights
+
+
 def parse_search(request: Request, config: dict) -> tuple[list[QueryPart], str, int, int]:
     """(parts, target, k, offset) from a JSON or multipart search request."""
-    texts: list[Any]
-    items: list[Any]
-    files: list[FileStorage] = []
+    texts: list[tuple[Any, float, str]]  # (value, weight, field name for errors)
+    items: list[tuple[Any, float, str]]
+    files: list[tuple[FileStorage, float]] = []
     if request.mimetype == "application/json":
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise ApiError("the request body is not a JSON object; send e.g. {\"text\": \"a red apple\"}",
                            400, "bad_json")
-        unknown = set(body) - {"text", "items", "target", "k", "offset"}
+        fields = ("text", "items", "not_text", "not_items", "inputs", "target", "k", "offset", "hybrid", "rerank")
+        unknown = set(body) - set(fields)
         if unknown:
-            raise ApiError(f"unknown field(s) {', '.join(sorted(unknown))}; use text, items, target, k, offset",
+            raise ApiError(f"unknown field(s) {', '.join(sorted(unknown))}; use {', '.join(fields)}",
                            400, "bad_parameter")
-        texts, items = _as_list(body.get("text")), _as_list(body.get("items"))
+        texts = [(t, 1.0, "text") for t in _as_list(body.get("text"))]
+        texts += [(t, -1.0, "not_text") for t in _as_list(body.get("not_text"))]
+        items = [(i, 1.0, "items") for i in _as_list(body.get("items"))]
+        items += [(i, -1.0, "not_items") for i in _as_list(body.get("not_items"))]
+        more_texts, more_items, _ = _weighted_inputs(body.get("inputs"), 0)
         target, k, offset = body.get("target"), body.get("k"), body.get("offset")
     elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = request.form
-        texts, items = form.getlist("text"), form.getlist("item")
+        texts = [(t, 1.0, "text") for t in form.getlist("text")] + [(t, -1.0, "not_text") for t in form.getlist("not_text")]
+        items = [(i, 1.0, "item") for i in form.getlist("item")] + [(i, -1.0, "not_item") for i in form.getlist("not_item")]
         target, k, offset = form.get("target"), form.get("k"), form.get("offset")
         for name in request.files:
-            if name != "file":
-                raise ApiError(f"unexpected file field '{name}'; send every image or audio file as 'file'",
-                               400, "bad_parameter")
-        files = [f for f in request.files.getlist("file")]
+            if name not in ("file", "not_file"):
+                raise ApiError(f"unexpected file field '{name}'; send every image or audio file as 'file' "
+                               "(or 'not_file' for \"not this\")", 400, "bad_parameter")
+        files = [(f, 1.0) for f in request.files.getlist("file")]
+        try:
+            inputs = json.loads(form["inputs"]) if form.get("inputs") else None
+        except ValueError:
+            raise ApiError("the 'inputs' field is not valid JSON; send e.g. [{\"file\": 0, \"weight\": 0.5}]",
+                           400, "bad_parameter") from None
+        more_texts, more_items, file_weights = _weighted_inputs(inputs, len(files))
+        files = [(f, file_weights.get(n, w)) for n, (f, w) in enumerate(files)]
+        files += [(f, -1.0) for f in request.files.getlist("not_file")]
     else:
         raise ApiError("send the query as JSON (application/json) or, with files, as multipart/form-data",
                        415, "unsupported_type")
@@ -84,28 +146,64 @@ def parse_search(request: Request, config: dict) -> tuple[list[QueryPart], str, 
     if offset + k > config["MAX_RESULTS"]:
         raise ApiError(f"results stop at {config['MAX_RESULTS']}: offset + k must not exceed it", 400, "bad_parameter")
 
+    texts += more_texts
+    items += more_items
     parts: list[QueryPart] = []
-    for t in texts:
+    for t, weight, field in texts:
         if not isinstance(t, str):
-            raise ApiError("'text' must be a string or a list of strings", 400, "bad_parameter")
+            raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
         t = t.strip()
         if not t:
             continue  # an empty box next to an upload is not an error; no input at all is (below)
         if len(t) > config["MAX_TEXT_CHARS"]:
             raise ApiError(f"a text input is {len(t)} characters; the limit is {config['MAX_TEXT_CHARS']}",
                            413, "too_large")
-        parts.append(QueryPart("text", t, t, t[:60]))
-    for i in items:
-        iid = _int(i, "items", 0, 1, 2**62)
-        parts.append(QueryPart("item", iid, str(iid), f"item {iid}"))
-    for f in files:
-        parts.append(decode_upload(f, config))
+        parts.append(QueryPart("text", t, t, t[:60], weight))
+    for i, weight, field in items:
+        iid = _int(i, field, 0, 1, 2**62)
+        parts.append(QueryPart("item", iid, str(iid), f"item {iid}", weight))
+    for f, weight in files:
+        parts.append(dataclasses.replace(decode_upload(f, config), weight=weight))
     if not parts:
         raise ApiError("the query is empty: type some words, add an image or an audio file, or record from "
                        "the microphone", 400, "empty_query")
     if len(parts) > config["MAX_INPUTS"]:
         raise ApiError(f"a query combines at most {config['MAX_INPUTS']} inputs; got {len(parts)}", 400, "too_many_inputs")
+    if not any(p.weight > 0 for p in parts):
+        raise ApiError("every input is \"not this\" (negative weight); add at least one input to look for: words, "
+                       "an image, an audio file or an item", 400, "no_positive_input")
     return parts, target, k, offset
+
+
+def parse_switch(request: Request, name: str, default: bool) -> bool:
+    """A true/false field of a search request (absent = ``default``): JSON true/false; in a form 1/0,
+    true/false, on/off, yes/no."""
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        value = body.get(name) if isinstance(body, dict) else None
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+    else:
+        value = (request.form.get(name) or "").strip().lower()
+        if value == "":
+            return default
+        if value in ("0", "false", "off", "no"):
+            return False
+        if value in ("1", "true", "on", "yes"):
+            return True
+    raise ApiError(f"'{name}' must be true or false, got {str(value)[:40]!r}", 400, "bad_parameter")
+
+
+def parse_hybrid(request: Request) -> bool:
+    """The ``hybrid`` switch (absent = off)."""
+    return parse_switch(request, "hybrid", False)
+
+
+def parse_rerank(request: Request) -> bool:
+    """The ``rerank`` switch (absent = on: the top K are re-ranked when the model has a re-ranker)."""
+    return parse_switch(request, "rerank", True)
 
 
 def _label(f: FileStorage) -> str:

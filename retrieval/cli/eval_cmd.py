@@ -3,7 +3,9 @@
 The manifest's files (and inline text rows, written to files) are indexed by the
 real indexer into a temporary data directory with a SQLite catalog; every query
 row is then embedded exactly as the indexer embedded it and searched against the
-gallery rows of each modality. Relevant = same label; a query never retrieves
+gallery rows of each modality; unless ``--no-rerank``, the top K of each ranking
+is re-ranked with the query row's own stored token features (as a search would
+with the query's tokens). Relevant = same label; a query never retrieves
 itself; queries with no relevant gallery row are skipped.
 """
 
@@ -22,10 +24,12 @@ from indexer import repository as repo
 from indexer.catalog import Catalog
 from indexer.pipeline import AddOptions, add
 
-from ..encoders import MODALITIES
+from ..encoders import MODALITIES, create_reranker
 from ..fusion import fuse
 from ..metrics import summarize
+from ..rerank import DEFAULT_K, RerankOptions, rerank_hits
 from ..search import Searcher
+from ..tokens import QUERY_VIEW
 
 
 def load_manifest(path: Path) -> list[dict]:
@@ -69,7 +73,7 @@ def _materialise(rows: list[dict], manifest_dir: Path, work: Path) -> dict[str, 
     return by_path
 
 
-def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
+def evaluate(manifest: Path, model: str | None, work: Path, rerank: RerankOptions | None = None) -> dict:
     rows = load_manifest(manifest)
     by_path = _materialise(rows, Path(manifest).resolve().parent, work)
     data_dir = work / "data"
@@ -89,6 +93,8 @@ def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
                             item_rows[iid].append(r)
                             row_items[r].append(iid)
                             row_vecs[r].append(vec)
+        reranker = create_reranker(searcher.model.name) if rerank is not None else None
+        views = catalog.token_store().get_many(list(item_rows)) if reranker is not None else {}
     finally:
         catalog.close()
     # a row's query vector: its item's embedding (segments of a long recording: their mean)
@@ -107,6 +113,10 @@ def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
                     continue
                 own = frozenset(row_items[q])
                 hits = searcher.search_vector(query_vec[q], target=g_mod, k=searcher.indices[g_mod].count, exclude=own)
+                qviews = views.get(row_items[q][0], {})
+                if reranker is not None and QUERY_VIEW[q_mod] in qviews:
+                    query = [(q_mod, {QUERY_VIEW[q_mod]: qviews[QUERY_VIEW[q_mod]]}, 1.0)]
+                    hits = rerank_hits(hits, query, reranker, views, rerank)
                 order, seen = [], set()
                 for h in hits:
                     for r in item_rows.get(h.id, []):
@@ -121,13 +131,14 @@ def evaluate(manifest: Path, model: str | None, work: Path) -> dict:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    rerank = None if args.no_rerank else RerankOptions(args.rerank_k or DEFAULT_K, args.rerank_weight)
     if args.keep_data_dir:
         work = Path(args.keep_data_dir)
         work.mkdir(parents=True, exist_ok=True)
-        results = evaluate(Path(args.manifest), args.model, work)
+        results = evaluate(Path(args.manifest), args.model, work, rerank)
     else:
         with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
-            results = evaluate(Path(args.manifest), args.model, Path(tmp))
+            results = evaluate(Path(args.manifest), args.model, Path(tmp), rerank)
     if args.json:
         print(json.dumps(results))
     else:

@@ -251,3 +251,36 @@ def test_speak_a_question_and_see_the_matching_photo(demo_server, page):
     assert any(Path(h["path"]).name.startswith("red-apple") for h in found[:5]), [h["path"] for h in found[:5]]
     wait_until(page, "(() => { const i = document.querySelector('#results .hit img');"
                      " return i && i.complete && i.naturalWidth > 0; })()")
+
+
+# ---------------------------------------------------------------- "not this" (multi-input queries)
+def _demo_image_id(server, name: str) -> int:
+    req = urllib.request.Request(server.url + "/api/search", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"text": "emoji", "target": "image", "k": 100}).encode())
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return next(h["id"] for h in json.load(resp)["hits"] if h["name"] == name)
+
+
+def test_not_this_toggle_pushes_similar_results_down(demo_server, page):
+    banana = _demo_image_id(demo_server, "banana-google.png")
+    page.goto(f"{demo_server.url}/?q=fruit&like={banana}&target=image")
+    before = [Path(h["path"]).name for h in wait_for_results(page)]
+    assert "banana-twitter.png" in before[:3], before
+
+    toggle = page.locator("#inputs .chip .not-this")
+    assert toggle.get_attribute("aria-pressed") == "false"
+    toggle.focus()
+    with page.expect_response(lambda r: r.url.endswith("/api/search")) as answer:
+        page.keyboard.press("Space")  # a real button: reachable and usable from the keyboard
+    assert answer.value.status == 200
+    sent = answer.value.request.post_data_json
+    assert sent["not_items"] == [banana] and "items" not in sent and sent["text"] == "fruit", sent
+    assert toggle.get_attribute("aria-pressed") == "true"
+    assert page.evaluate("document.activeElement.classList.contains('not-this')")
+    assert "Not like" in page.inner_text("#inputs .chip") and "negative" in page.get_attribute("#inputs .chip", "class")
+    wait_until(page, "document.querySelector('#results-panel').getAttribute('aria-busy') === 'false'")
+    after = [Path(h["path"]).name for h in wait_for_results(page)]
+    assert "banana-twitter.png" not in after[:5], after
+
+    page.keyboard.press("Space")  # and back: a plain "more like this" again
+    wait_until(page, "document.querySelector('#inputs .chip .not-this').getAttribute('aria-pressed') === 'false'")

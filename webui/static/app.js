@@ -13,9 +13,10 @@ const heard = $("#heard");
 const panel = $("#results-panel");
 const moreButton = $("#load-more");
 const tabs = [...document.querySelectorAll('[role="tab"]')];
+const hybridBox = $("#hybrid"); // "Keywords": hybrid search (full-text matches fused with the vector hits)
 
 const state = {
-  inputs: [], // {uid, kind: "image"|"audio"|"item", blob?, name, url?, itemId?, seconds?}
+  inputs: [], // {uid, kind: "image"|"audio"|"item", blob?, name, url?, itemId?, seconds?, negative?}
   target: "all",
   nextOffset: null,
   lastQuery: null, // what produced the results on screen (for "load more")
@@ -110,16 +111,32 @@ function removeInput(uid) {
   (next || box).focus();
 }
 
+function toggleNegative(uid) {
+  const inp = state.inputs.find((x) => x.uid === uid);
+  if (!inp) return;
+  inp.negative = !inp.negative;
+  renderChips();
+  chips.querySelector(`[data-uid="${uid}"] .not-this`)?.focus();
+  if (hasQuery()) runSearch();
+}
+
 function renderChips() {
   chips.replaceChildren(...state.inputs.map((inp) => {
     let preview;
     if (inp.kind === "image") preview = el("img", { src: inp.url, alt: "" });
     else if (inp.kind === "audio") preview = el("audio", { src: inp.url, controls: true, preload: "metadata", "aria-label": `Play ${inp.name}` });
     else preview = el("span", { class: "icon", "aria-hidden": "true", text: "≈" });
-    const label = inp.kind === "item" ? `Like: ${inp.name}` : inp.name;
-    return el("li", { class: `chip chip-${inp.kind}`, "data-kind": inp.kind },
+    const label = inp.kind === "item" ? `${inp.negative ? "Not like" : "Like"}: ${inp.name}` : inp.name;
+    return el("li", { class: `chip chip-${inp.kind}${inp.negative ? " negative" : ""}`, "data-kind": inp.kind, "data-uid": inp.uid },
       preview,
       el("span", { class: "label", title: label, text: label }),
+      el("button", {
+        // "not this": the input pushes similar items down instead of pulling them up
+        type: "button", class: "not-this", "aria-pressed": inp.negative ? "true" : "false",
+        "aria-label": `Not this: push results like ${inp.name} down`, title: "Not this: push similar results down",
+        text: "not this",
+        onclick: () => toggleNegative(inp.uid),
+      }),
       el("button", {
         type: "button", class: "remove", "aria-label": `Remove ${label} from the query`, text: "×",
         onclick: () => removeInput(inp.uid),
@@ -287,25 +304,30 @@ function hasQuery() {
 }
 
 function currentQuery() {
-  return { text: box.value.trim(), inputs: [...state.inputs], target: state.target };
+  return { text: box.value.trim(), inputs: [...state.inputs], target: state.target, hybrid: hybridBox.checked };
 }
 
 function requestFor(query, offset) {
   const files = query.inputs.filter((i) => i.blob);
-  const items = query.inputs.filter((i) => i.kind === "item").map((i) => i.itemId);
+  const items = query.inputs.filter((i) => i.kind === "item" && !i.negative).map((i) => i.itemId);
+  const notItems = query.inputs.filter((i) => i.kind === "item" && i.negative).map((i) => i.itemId);
   if (!files.length) {
     const body = { target: query.target, k: limits.k, offset };
     if (query.text) body.text = query.text;
     if (items.length) body.items = items;
+    if (notItems.length) body.not_items = notItems;
+    if (query.hybrid) body.hybrid = true;
     return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
   }
   const fd = new FormData();
   if (query.text) fd.append("text", query.text);
   items.forEach((id) => fd.append("item", String(id)));
-  files.forEach((f) => fd.append("file", f.blob, f.blob.name || f.name));
+  notItems.forEach((id) => fd.append("not_item", String(id)));
+  files.forEach((f) => fd.append(f.negative ? "not_file" : "file", f.blob, f.blob.name || f.name));
   fd.append("target", query.target);
   fd.append("k", String(limits.k));
   fd.append("offset", String(offset));
+  if (query.hybrid) fd.append("hybrid", "1");
   return { method: "POST", body: fd };
 }
 
@@ -313,9 +335,10 @@ function syncUrl(query) {
   // words and "more like this" are shareable; uploaded files and recordings are not
   const params = new URLSearchParams();
   if (query.text) params.set("q", query.text);
-  const items = query.inputs.filter((i) => i.kind === "item");
+  const items = query.inputs.filter((i) => i.kind === "item" && !i.negative);
   if (items.length === 1) params.set("like", String(items[0].itemId));
   if (query.target !== "all") params.set("target", query.target);
+  if (query.hybrid) params.set("kw", "1");
   const url = params.toString() ? `?${params}` : location.pathname;
   if (url === location.search || (url === location.pathname && !location.search)) return;
   history.pushState(null, "", url); // Back returns to the previous query (popstate below)
@@ -411,11 +434,11 @@ function hitCard(hit) {
   const fill = el("span");
   fill.style.width = `${pct}%`; // CSSOM, allowed by the page's CSP (inline style attributes are not)
   body.append(
-    el("a", { class: "name", href: page + (hit.start ? `?t=${hit.start}` : ""), title: hit.path, text: hit.name }),
+    el("a", { class: "name", href: page + (hit.start ? `?t=${hit.start}` : ""), title: hit.path }, markedText(hit.name, hit.name_marks)),
     el("div", { class: "meta" },
       el("span", { class: `badge badge-${hit.modality}`, text: hit.modality }),
       when,
-      el("span", { class: "score", title: "Similarity to the query (cosine)" },
+      el("span", { class: "score", title: hit.ranks ? "Fused rank score (reciprocal rank fusion of meaning and keywords)" : "Similarity to the query (cosine)" },
         el("span", { class: "scorebar", "aria-hidden": "true" }, fill),
         el("span", { class: "value", text: hit.score.toFixed(3) }))),
   );
@@ -428,6 +451,7 @@ function hitCard(hit) {
     body.append(audio);
   }
   if (hit.text) body.append(el("p", { class: "snippet" }, markedText(hit.text, hit.marks)));
+  if (hit.matched?.length) body.append(el("p", { class: "matched", text: `Keywords: ${hit.matched.join(", ")}` }));
   body.append(el("div", { class: "actions" },
     el("button", { type: "button", class: "small more-like", onclick: () => moreLikeThis(hit) }, "More like this"),
     el("a", { class: "button small ghost", href: page }, "Details")));
@@ -445,6 +469,7 @@ function moreLikeThis(hit) {
 }
 
 form.addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+hybridBox.addEventListener("change", () => { if (hasQuery()) runSearch(); });
 moreButton.addEventListener("click", () => runSearch({ append: true }));
 
 // ---------------------------------------------------------------- keyboard
@@ -499,6 +524,7 @@ function fromUrl() {
   const target = params.get("target") || "all";
   selectTab(tabs.find((t) => t.dataset.target === target) || tabs[0], false);
   box.value = params.get("q") || "";
+  hybridBox.checked = params.get("kw") === "1";
   state.inputs.forEach((i) => i.url && URL.revokeObjectURL(i.url));
   state.inputs = [];
   const like = parseInt(params.get("like") || "", 10);
