@@ -295,7 +295,8 @@ class Engine:
         keywords = " ".join(p.value for p in parts if p.kind == "text" and p.weight > 0) if hybrid else None
         fusion = {"terms": repo.keyword_terms(keywords or ""), "keyword_hits": 0, "ranks": {}}
         n = max(offset + k + 1, HYBRID_POOL) if fusion["terms"] else offset + k + 1
-        reranker = self.reranker(snap) if rerank else None
+        # the re-ranker was trained on single-input queries; several inputs are scored by attention fusion
+        reranker = self.reranker(snap) if rerank and len(parts) == 1 else None
         if reranker is not None:
             n = max(n, RERANK_K)
         hits = snap.searcher.search_inputs(vectors, weights, target=target, k=n, exclude=exclude)

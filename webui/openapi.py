@@ -75,7 +75,7 @@ SCHEMAS: dict = {
                                       "Without typed words it equals vector search"},
             "rerank": {"type": "boolean", "default": True,
                        "description": "Re-rank the first-stage top 100 with the model's cross-attention re-ranker "
-                                      "(when the model has one; false = first-stage order)"},
+                                      "(single-input queries, when the model has one; false = first-stage order)"},
         },
     },
     "WeightedInput": {

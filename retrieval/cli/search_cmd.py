@@ -54,7 +54,9 @@ def run_search(args: argparse.Namespace) -> int:
         vectors, weights = searcher.encode_inputs(inputs), [q.weight for q in inputs]
         query = fuse(vectors, weights)  # the lookup vector; also refuses a query of "not this" inputs only
         k, hybrid = max(1, args.k), getattr(args, "hybrid", False)
-        options = None if args.no_rerank else RerankOptions(args.rerank_k or DEFAULT_K, args.rerank_weight)
+        # the re-ranker was trained on single-input queries; several inputs are scored by attention fusion
+        single = len([q for q in inputs if q.weight != 0]) == 1
+        options = RerankOptions(args.rerank_k or DEFAULT_K, args.rerank_weight) if single and not args.no_rerank else None
         pool = max(k, HYBRID_POOL if hybrid else 0, options.k if options else 0)
         hits = searcher.search_inputs(vectors, weights, target=args.target, k=pool)
         if options is not None:  # the top K re-ranked by the fused cross-attention scorer (when the model has one)
