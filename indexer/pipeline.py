@@ -193,7 +193,7 @@ def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
 
 def _encode(model: Model, modality: str, units: list[Unit]) -> None:
     _encode_vectors(model, modality, units)
-    if model_has_tokens(model):
+    if model_has_tokens(model, modality):
         views = item_views(model, modality, [u.payload for u in units], [u.content for u in units],
                            [u.source for u in units])
         for u, v in zip(units, views):
@@ -225,9 +225,8 @@ class Writer:
         self.factory = factory
         self.revision = catalog.state()[2]
         self.needs_rebuild: set[str] = set()
-        self.tokens = catalog.token_store() if model_has_tokens(model) else None
-        if self.tokens is not None:
-            self.tokens.check_model(model.name, model.dim)
+        self.tokens = catalog.token_store()
+        self._tokens_checked = False
 
     def _index(self, modality: str) -> VectorIndex:
         if modality not in self.indices:
@@ -271,8 +270,11 @@ class Writer:
                     summary.updated += 1
             self.revision = repo.bump_revision(s)
             s.commit()
-        if self.tokens is not None:  # after the commit: a killed run leaves ids without tokens, which
-            self.tokens.put_many(views)  # re-ranking skips and `indexer rebuild` fills in
+        if views:  # after the commit: a killed run leaves ids without tokens, which re-ranking skips
+            if not self._tokens_checked:  # and `indexer rebuild` fills in
+                self.tokens.check_model(self.model.name, self.model.dim)
+                self._tokens_checked = True
+            self.tokens.put_many(views)
         self.apply(added, removed)
 
     def remove_files(self, file_ids: list[int]) -> int:
@@ -290,7 +292,7 @@ class Writer:
         for item_id, modality in removed:
             by_modality[modality].append(item_id)
         if removed:
-            self.catalog.token_store().delete_many(i for i, _ in removed)
+            self.tokens.delete_many(i for i, _ in removed)
         for modality, ids in by_modality.items():
             if modality not in self.indices:
                 continue
@@ -459,28 +461,29 @@ def _process(todo: list, model: Model, writer: Writer, summary: Summary, options
     bar.close()
 
 
-def rebuild_tokens(catalog: Catalog, model: Model, force: bool = False, batch_size: int = 32) -> dict[str, int]:
+def rebuild_tokens(catalog: Catalog, model: Model, force: bool = False) -> dict[str, int]:
     """Re-encode token features of items that have none in the store (all items with ``force``),
     decoding their files again; files that no longer decode are counted, not fatal."""
     store = catalog.token_store()
-    if not model_has_tokens(model):
+    with catalog.session() as s:
+        by_file = repo.items_by_file(s)
+    with_tokens = {m for m in {f[1] for f in by_file} if model_has_tokens(model, m)}
+    if not with_tokens:
         return {"written": 0, "skipped": 0, "failed": 0}
     store.check_model(model.name, model.dim)
     have = set() if force else store.ids()
-    with catalog.session() as s:
-        by_file = repo.items_by_file(s)
     written = failed = 0
-    todo = [(path, modality, items) for path, modality, items in by_file if any(i[0] not in have for i in items)]
-    for start in range(0, len(todo), batch_size):
-        for path, modality, items in todo[start:start + batch_size]:
-            try:
-                payloads = _payloads(path, modality, items)
-                views = item_views(model, modality, payloads, [i[3] for i in items], [path] * len(items))
-                store.put_many((i[0], v) for i, v in zip(items, views))
-                written += len(items)
-            except Exception as exc:  # one unreadable file must not stop the rebuild
-                log.warning("%s: token features not rebuilt (%s)", path, exc)
-                failed += len(items)
+    todo = [(path, modality, items) for path, modality, items in by_file
+            if modality in with_tokens and any(i[0] not in have for i in items)]
+    for path, modality, items in todo:
+        try:
+            payloads = _payloads(path, modality, items)
+            views = item_views(model, modality, payloads, [i[3] for i in items], [path] * len(items))
+            store.put_many((i[0], v) for i, v in zip(items, views))
+            written += len(items)
+        except Exception as exc:  # one unreadable file must not stop the rebuild
+            log.warning("%s: token features not rebuilt (%s)", path, exc)
+            failed += len(items)
     return {"written": written, "skipped": sum(len(t[2]) for t in by_file) - written - failed, "failed": failed}
 
 

@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -223,16 +223,16 @@ def rerank_hits(hits: Sequence[Any], query_inputs: Sequence[tuple[str, Views, fl
     return head + tail
 
 
-def rerank_decoded(model: Any, reranker: Reranker | None, inputs: Sequence[tuple[str, Any, float]], hits: Sequence[Any],
-                   store: Any, options: RerankOptions) -> list[Any]:
-    """Re-rank ``hits`` for decoded query inputs ``(modality, payload, weight)``: encodes the inputs' tokens
-    (only those a trained pair needs), loads the candidates' tokens from ``store`` and calls :func:`rerank_hits`."""
+def rerank_inputs(model: Any, reranker: Reranker | None, inputs: Sequence[tuple[str, Callable[[], Any], float]],
+                  hits: Sequence[Any], store: Any, options: RerankOptions) -> list[Any]:
+    """Re-rank ``hits`` for query inputs ``(modality, load_payload, weight)``: only the inputs of a trained
+    pair are decoded and tokenised; the candidates' tokens come from ``store``; then :func:`rerank_hits`."""
     from .tokens import query_views
 
     if reranker is None or not hits:
         return list(hits)
     targets = {h.modality for h in hits[: options.k]}
-    query = [(m, query_views(model, m, payload), w) for m, payload, w in inputs
+    query = [(m, query_views(model, m, load()), w) for m, load, w in inputs
              if w > 0 and any(reranker.covers(m, t) for t in targets)]
     if not query:
         return list(hits)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,6 +43,19 @@ class Hit:
     score: float
 
 
+def decode_input(q: QueryInput) -> Any:
+    """What the encoder takes for one input: the text itself, or the decoded image/audio file."""
+    if q.modality == "text":
+        if not q.value.strip():
+            raise ValueError("the text query is empty; type some words")
+        return q.value
+    if q.modality == "image":
+        return decoders.load_image(Path(q.value))
+    if q.modality == "audio":
+        return decoders.load_audio(Path(q.value))
+    raise ValueError(f"unknown query modality '{q.modality}' (use text, image or audio)")
+
+
 class Searcher:
     def __init__(self, indices: dict[str, VectorIndex], model: Model | None = None) -> None:
         if not indices:
@@ -56,15 +69,7 @@ class Searcher:
         self.indices = indices
 
     def encode_input(self, q: QueryInput) -> np.ndarray:
-        if q.modality == "text":
-            if not q.value.strip():
-                raise ValueError("the text query is empty; type some words")
-            return self.model.encode("text", [q.value])[0]
-        if q.modality == "image":
-            return self.model.encode("image", [decoders.load_image(Path(q.value))])[0]
-        if q.modality == "audio":
-            return self.model.encode("audio", [decoders.load_audio(Path(q.value))])[0]
-        raise ValueError(f"unknown query modality '{q.modality}' (use text, image or audio)")
+        return self.model.encode(q.modality, [decode_input(q)])[0]
 
     def encode_inputs(self, inputs: Sequence[QueryInput]) -> np.ndarray:
         """(N, D) unit vectors, one per input, in order."""

@@ -39,9 +39,10 @@ def name_words(path: str | Path) -> str:
     return " ".join(words).lower()
 
 
-def model_has_tokens(model: Model) -> bool:
+def model_has_tokens(model: Model, modality: str) -> bool:
+    """Whether the model's tower for ``modality`` gives token features (builds only that tower)."""
     try:
-        return all(model.tower(m).has_tokens() for m in model.modalities)
+        return model.tower(modality).has_tokens()
     except ModelError:
         return False
 
@@ -135,7 +136,3 @@ def decode_views(data: bytes) -> Views:
     if pos != len(flat):
         raise ValueError("token file size does not match its header")
     return out
-
-
-def views_summary(views: Mapping[str, np.ndarray]) -> dict[str, int]:
-    return {k: int(len(v)) for k, v in views.items()}

@@ -13,6 +13,7 @@ vector search.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 from pathlib import Path
@@ -21,13 +22,12 @@ from indexer import repository as repo
 from indexer.catalog import Catalog
 from indexer.db import data_dir_from
 
-from .. import decoders
 from ..encoders import canonical_name, create_model, create_reranker
 from ..fusion import fuse
 from ..index import check_compatible
 from ..rank_fusion import ranks as list_ranks, rrf
-from ..rerank import DEFAULT_K, RerankOptions, rerank_decoded
-from ..search import Hit, QueryInput, Searcher
+from ..rerank import DEFAULT_K, RerankOptions, rerank_inputs
+from ..search import Hit, QueryInput, Searcher, decode_input
 from ..spans import best_span, text_snippet
 
 SPAN_REFINE_TOP = 10
@@ -60,9 +60,9 @@ def run_search(args: argparse.Namespace) -> int:
         pool = max(k, HYBRID_POOL if hybrid else 0, options.k if options else 0)
         hits = searcher.search_inputs(vectors, weights, target=args.target, k=pool)
         if options is not None:  # the top K re-ranked by the fused cross-attention scorer (when the model has one)
-            decoded = [(q.modality, _payload(q), q.weight) for q in inputs if q.weight > 0]
-            hits = rerank_decoded(searcher.model, create_reranker(searcher.model.name), decoded, hits,
-                                  catalog.token_store(), options)
+            lazy = [(q.modality, functools.partial(decode_input, q), q.weight) for q in inputs]
+            hits = rerank_inputs(searcher.model, create_reranker(searcher.model.name), lazy, hits,
+                                 catalog.token_store(), options)
         fused: dict[int, dict] = {}
         if hybrid:
             hits, fused = _hybrid(catalog, hits, inputs, args.target, k)
@@ -97,14 +97,6 @@ def run_search(args: argparse.Namespace) -> int:
             snippet = f"  \"{' '.join(r['text'].split())[:80]}\"" if r.get("text") else ""
             print(f"{r['score']:.3f}  {r['modality']:<5}  {Path(r['path']).name if r['path'] else r['id']}{where}{snippet}")
     return 0
-
-
-def _payload(q: QueryInput) -> object:
-    if q.modality == "image":
-        return decoders.load_image(Path(q.value))
-    if q.modality == "audio":
-        return decoders.load_audio(Path(q.value))
-    return q.value
 
 
 def _hybrid(catalog: Catalog, hits: list[Hit], inputs: list[QueryInput], target: str,
