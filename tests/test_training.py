@@ -86,3 +86,19 @@ def test_train_runs_checkpoints_resumes_and_exports(tiny_dataset, tmp_path):
 def test_train_without_data_says_how_to_build_it(tmp_path):
     proc = run_cli("retrieval", "train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), check=False)
     assert proc.returncode == 2 and "build-data" in proc.stderr
+
+
+def test_train_reranker_runs_and_exports_a_loadable_reranker(tiny_dataset, tmp_path):
+    from retrieval.rerank import Reranker
+
+    run = tmp_path / "rerank"
+    args = ["train", "--stage", "rerank", "--data", str(tiny_dataset), "--out", str(run), "--batch", "4",
+            "--steps-per-epoch", "2", "--epochs", "1"]
+    summary = json.loads(run_cli("retrieval", *args).stdout.strip().splitlines()[-1])
+    assert summary["epochs"] == 1 and summary["steps"] == 2
+    assert set(summary["weights"]) == {"text->image", "audio->image"}
+    reranker = Reranker.load(run / "export")
+    assert len(reranker.net.memory) == 6  # the six training concepts of the tiny set
+    assert set(reranker.pairs) <= {"text->image", "audio->image"}
+    again = json.loads(run_cli("retrieval", *args).stdout.strip().splitlines()[-1])  # resumes: nothing to train
+    assert again["steps"] == 2

@@ -18,7 +18,7 @@ other concepts. An image gets a file-name view with some probability: usually
 its own label (a user who named the file), sometimes another concept's (a
 misleading name), so the view gate learns when to trust names. Loss:
 cross-entropy of ``scale * (first + r)`` over the candidates (``r`` in cosine units). After each epoch the
-validation concepts are ranked with and without re-ranking for several weights;
+validation concepts are ranked with and without re-ranking for a grid of weights;
 per pair, the (memory, learned) weights with the best R@1 that keep R@10 are
 exported; a pair whose R@1 rose by less than ``MIN_GAIN`` is not re-ranked at all. Features are
 cached in the data folder (``rerank_features*.npz``).
@@ -51,7 +51,6 @@ T_TEXT, T_PIX, T_NAME, T_SOUND = (VIEW_TYPES.index(v) for v in ("text", "pixels"
 HARD_POOL = 40
 NEGATIVES = 15
 NAME_OWN, NAME_OTHER = 0.3, 0.05
-WEIGHT_GRID = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 MEMORY_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 LEARNED_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_GAIN = 0.03  # a pair is re-ranked only when validation R@1 rose by at least this much
@@ -173,6 +172,8 @@ class Trainer:
         self.queries = [("text", r) for r, c in enumerate(feats.text_concept) if int(c) not in self.val] + \
                        [("sp", r) for r, c in enumerate(feats.sp_concept) if int(c) not in self.val]
         self.hard = {kind: self._mine(kind) for kind in ("text", "sp")}
+        largest = max(sum(int(c) == k for c in feats.img_concept[self.train_imgs]) for k in set(feats.img_concept[self.train_imgs].tolist()))
+        self.negatives = min(NEGATIVES, len(self.train_imgs) - largest)  # fewer on a tiny dataset
 
     def _concept(self, kind: str, row: int) -> int:
         return int(getattr(self.f, kind + "_concept")[row])
@@ -187,7 +188,7 @@ class Trainer:
         for s in range(0, len(q), 1024):
             sim = q[s:s + 1024] @ gal.T
             sim[gal_concept[None, :] == q_concept[s:s + 1024, None]] = -9
-            out.append(torch.from_numpy(self.train_imgs)[sim.topk(HARD_POOL, dim=1).indices])
+            out.append(torch.from_numpy(self.train_imgs)[sim.topk(min(HARD_POOL, len(gal)), dim=1).indices])
         return torch.cat(out).numpy()
 
     def name_view(self, img_concepts: list[int], rng: random.Random, train_concepts: list[int]) -> list[int | None]:
@@ -223,7 +224,7 @@ class Trainer:
         return r.view(b, c), first.view(b, c)
 
     def step_batch(self, rng: random.Random) -> list[tuple[str, list[int], np.ndarray, list[int]]]:
-        picks = rng.sample(self.queries, self.cfg.batch)
+        picks = rng.sample(self.queries, min(self.cfg.batch, len(self.queries)))
         groups = []
         for kind in ("text", "sp"):
             rows = [r for k, r in picks if k == kind]
@@ -232,39 +233,12 @@ class Trainer:
             cand = []
             for r in rows:
                 pos = rng.choice(self.imgs_of[self._concept(kind, r)])
-                cand.append([pos] + rng.sample(list(self.hard[kind][r]), NEGATIVES))
+                own = self._concept(kind, r)
+                pool = [i for i in self.hard[kind][r] if int(self.f.img_concept[i]) != own]
+                cand.append([pos] + rng.sample(pool, self.negatives))
             cand_arr = np.array(cand)
             groups.append((kind, rows, cand_arr, [int(self.f.img_concept[i]) for i in cand_arr.reshape(-1)]))
         return groups
-
-    @torch.no_grad()
-    def validate(self, net: CrossAttentionReranker) -> dict[str, Any]:
-        """R@1/R@10 on the validation concepts' images, first stage vs re-ranked, per weight."""
-        net.eval()
-        gal = np.array([r for c in sorted(self.val) for r in self.imgs_of[c]])
-        gal_concept = self.f.img_concept[gal]
-        out: dict[str, Any] = {}
-        for kind, pair in (("text", "text->image"), ("sp", "audio->image")):
-            rows = [r for r, c in enumerate(getattr(self.f, kind + "_concept")) if int(c) in self.val]
-            rows = rows[:400]
-            base, reranked = [], {w: [] for w in WEIGHT_GRID}
-            for s in range(0, len(rows), 16):
-                q = rows[s:s + 16]
-                cand = np.tile(gal, (len(q), 1))
-                r, first = self.scores(net, kind, q, cand, [None] * cand.size)
-                label = torch.from_numpy(gal_concept.astype(np.int64))[None, :] == torch.tensor(
-                    [self._concept(kind, x) for x in q])[:, None]
-                base.append(_hits(first, label))
-                for w in WEIGHT_GRID:
-                    reranked[w].append(_hits(first + w * r, label))
-            b = torch.cat(base).float().mean(0)
-            out[pair] = {"first": {"R@1": round(float(b[0]), 4), "R@10": round(float(b[1]), 4)}, "n": len(rows)}
-            for w in WEIGHT_GRID:
-                m = torch.cat(reranked[w]).float().mean(0)
-                out[pair][f"w={w}"] = {"R@1": round(float(m[0]), 4), "R@10": round(float(m[1]), 4)}
-        net.train()
-        return out
-
 
     @torch.no_grad()
     def choose_weights(self, net: CrossAttentionReranker) -> dict[str, Any]:
@@ -334,7 +308,7 @@ def train_reranker(cfg: RerankConfig, model_name: str = "triad-mini") -> dict[st
     total = cfg.epochs * cfg.steps_per_epoch
     train_concepts = sorted({c for c in tr.imgs_of if c not in tr.val})
     if state["epoch"] == 0:
-        state["history"].append({"epoch": 0, **tr.validate(net)})
+        state["history"].append({"epoch": 0, **tr.choose_weights(net)})
     while state["epoch"] < cfg.epochs:
         t0 = time.perf_counter()
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"rerank epoch {state['epoch'] + 1}", leave=False)
@@ -355,12 +329,12 @@ def train_reranker(cfg: RerankConfig, model_name: str = "triad-mini") -> dict[st
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{net.scale.exp().item():.1f}")
         state["elapsed"] += time.perf_counter() - t0
         state["epoch"] += 1
-        val = tr.validate(net)
+        val = tr.choose_weights(net)
         state["history"].append({"epoch": state["epoch"], "loss": round(loss.item(), 4), **val})
         tqdm.write(json.dumps(state["history"][-1]))
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state}, ckpt.with_suffix(".tmp"))
         ckpt.with_suffix(".tmp").replace(ckpt)
-    weights = tr.choose_weights(net)
+    weights = {pair: v for pair, v in state["history"][-1].items() if "->" in pair}  # the last epoch's choice
     gain = float(np.mean([v["reranked"]["R@1"] - v["first"]["R@1"] for v in weights.values()]))
     summary = {"epochs": state["epoch"], "steps": state["step"], "minutes": round(state["elapsed"] / 60, 2),
                "weights": weights, "val_R@1_gain": round(gain, 4), "validation": state["history"][-1],
