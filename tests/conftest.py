@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -37,12 +38,12 @@ def _no_ambient_database_url(monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    """A fresh database on the real Postgres server, dropped afterwards. Never skipped."""
+def new_pg_database(prefix: str) -> tuple[str, Callable[[], None]]:
+    """A fresh database on the real Postgres server: (SQLAlchemy URL, drop). Fails, never skips, when
+    the server is down."""
     import psycopg
 
-    name = f"retrieval_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -51,10 +52,21 @@ def pg_url() -> str:
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
         )
     admin.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    yield f"{base}/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    return f"{base}/{name}", drop
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A fresh database on the real Postgres server, dropped afterwards. Never skipped."""
+    url, drop = new_pg_database("retrieval_test")
+    yield url
+    drop()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from alembic.config import Config
 from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
-from conftest import FIXTURES, PG_ADMIN_URL, run_json
+from conftest import FIXTURES, new_pg_database, run_json
 from indexer import repository as repo
 from indexer.db import MIGRATIONS_DIR, make_engine, upgrade_to_head
 from retrieval.rank_fusion import ranks, rrf
@@ -37,31 +36,13 @@ NASTY = ['"foo', "a OR NOT", "*", "NEAR(a b)", "body:zebra", "zebra*", "^zebra",
 
 
 # ---------------------------------------------------------------- databases
-def _new_pg_database(prefix: str) -> tuple[str, callable]:
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"Postgres is not reachable at {PG_ADMIN_URL} ({exc}); start it with "
-                    "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
-    admin.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-    return PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}", drop
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request, tmp_path):
     """A fresh, empty database of each kind (a Postgres database of its own: the session's is shared)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
         return
-    url, drop = _new_pg_database("hybrid_test")
+    url, drop = new_pg_database("hybrid_test")
     yield url
     drop()
 
@@ -197,7 +178,7 @@ def _archive(root: Path) -> Path:
 def indexed(request, tmp_path_factory):
     """(data dir, DATABASE_URL or None, app) for the archive indexed once on each database."""
     root = tmp_path_factory.mktemp(f"hybrid_{request.param}")
-    url, drop = (None, None) if request.param == "sqlite" else _new_pg_database("hybrid_archive")
+    url, drop = (None, None) if request.param == "sqlite" else new_pg_database("hybrid_archive")
     summary = wt.index_folder(_archive(root), root / "data", database_url=url)
     assert summary["added"] == 18 and summary["errors"] == 0, summary
     app = create_app({"DATA_DIR": str(root / "data"), "DATABASE_URL": url, "TESTING": True,

@@ -494,22 +494,11 @@ def test_unreachable_database_is_503_json(tmp_path):
 @pytest.fixture()
 def own_pg_url():
     """A fresh database of its own on the real Postgres server (the session's is shared with other tests)."""
-    import uuid
+    from conftest import new_pg_database
 
-    import psycopg
-
-    from conftest import PG_ADMIN_URL
-
-    name = f"webui_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"Postgres is not reachable at {PG_ADMIN_URL} ({exc}); start it with "
-                    "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    url, drop = new_pg_database("webui_test")
+    yield url
+    drop()
 
 
 def test_catalog_on_postgres(tmp_path, own_pg_url):
