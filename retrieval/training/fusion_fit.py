@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..encoders.base import l2_normalize
 from ..encoders.image_cnn import load_state
 from ..encoders.speech_head import AttentionPoolHead, pad_frames
+from .common import HEAD_ARCH, text_embedder
 from .emoji_data import label_text
 
 
@@ -54,7 +55,6 @@ def _r1(emb: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> float:
 
 
 def fit(data: Path, export_dir: Path) -> dict[str, Any]:
-    from .trainer import HEAD_ARCH, _text_embedder
 
     concepts = json.loads((data / "concepts.json").read_text())
     index = {c["key"]: i for i, c in enumerate(concepts)}
@@ -63,7 +63,7 @@ def fit(data: Path, export_dir: Path) -> dict[str, Any]:
     meta = json.loads((data / "frames.json").read_text())
     pos = dict(zip(meta["ids"], meta["offsets"]))
     frames = np.load(data / "frames.npy", mmap_mode="r")
-    embed = _text_embedder()
+    embed = text_embedder()
     labels = embed([label_text(c["label"]) for c in concepts])
     truth = np.array([index[c["concept"]] for c in clips])
     asr = _transcripts(data, clips)

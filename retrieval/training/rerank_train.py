@@ -43,6 +43,7 @@ from tqdm import tqdm
 from ..rerank import CONFIG_FILE, MEMORY_FILE, WEIGHTS_FILE, CrossAttentionReranker, pad_tokens
 from ..tokens import VIEW_TYPES
 from .emoji_data import label_text
+from .register import register_part
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ def train_reranker(cfg: RerankConfig, model_name: str = "triad-mini") -> dict[st
         cfg.export.mkdir(parents=True, exist_ok=True)
         for f in (WEIGHTS_FILE, CONFIG_FILE, MEMORY_FILE):
             (cfg.export / f).write_bytes((export / f).read_bytes())
-        summary["registered"] = str(_register(cfg.register, cfg.export))
+        summary["registered"] = str(register_part(cfg.register, "reranker", cfg.export, (WEIGHTS_FILE, CONFIG_FILE, MEMORY_FILE)))
     (cfg.out / "rerank_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -362,16 +363,3 @@ def _export(net: CrossAttentionReranker, cfg: RerankConfig, weights: dict[str, A
     config = {"dim": net.proj_q.in_features, "width": cfg.width, "heads": cfg.heads, "pairs": pairs,
               "weights": {p: {"memory": w["memory"], "learned": w["learned"]} for p, w in weights.items()}, "k": 100, "trained": {k: summary[k] for k in ("epochs", "steps", "minutes", "val_R@1_gain", "validation")}}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1))
-
-
-def _register(name: str, folder: Path) -> Path:
-    from ..encoders.registry import CONFIG_DIR
-    from ..encoders.weights import sha256_file
-    from .register import RETRIEVAL_DIR
-
-    rel = Path(folder).resolve().relative_to(RETRIEVAL_DIR.resolve())
-    path = CONFIG_DIR / f"{name}.json"
-    cfg = json.loads(path.read_text())
-    cfg["reranker"] = {"path": str(rel), "files": {f: sha256_file(Path(folder) / f) for f in (WEIGHTS_FILE, CONFIG_FILE, MEMORY_FILE)}}
-    path.write_text(json.dumps(cfg, indent=2) + "\n")
-    return path

