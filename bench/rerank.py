@@ -49,7 +49,8 @@ def main() -> None:
     import torch
 
     from retrieval import decoders
-    from retrieval.encoders import create_model, create_reranker
+    from retrieval.encoders import create_model
+    from retrieval.rerank import create_reranker
     from retrieval.index import VectorIndex
     from retrieval.rerank import RerankOptions, rerank_hits
     from retrieval.tokens import TokenStore, item_views, query_views

@@ -85,8 +85,9 @@ class Catalog:
             return False
         return manifest.revision == revision and (self.index_dir(modality) / "index.faiss").is_file()
 
-    def fresh_indices(self, factory: str = "auto", force: bool = False) -> dict[str, VectorIndex]:
-        """Load every modality's index, rebuilding (and saving) stale ones from the DB."""
+    def fresh_indices(self, factory: str = "auto", force: bool = False, save: bool = True) -> dict[str, VectorIndex]:
+        """Load every modality's index, rebuilding stale ones from the DB (and saving them unless ``save`` is
+        False: readers that do not hold the writer lock, like the web app and a search, rebuild in memory)."""
         model, checksums, revision = self.state()
         if model is None:
             return {}
@@ -97,15 +98,19 @@ class Catalog:
             if counts.get(modality, 0) == 0 and not self.index_dir(modality).exists():
                 continue
             if not force and self.index_is_fresh(modality, revision):
-                out[modality] = VectorIndex.load(self.index_dir(modality))
-                continue
-            log.warning("index for %s is out of date (interrupted run?); rebuilding from stored embeddings", modality)
-            out[modality] = self.rebuild_index(modality, model, checksums, revision, factory)
+                try:
+                    out[modality] = VectorIndex.load(self.index_dir(modality))
+                    continue
+                except (OSError, RuntimeError, ValueError) as exc:  # replaced while we read it
+                    log.warning("reading the %s index failed (%s); rebuilding it", modality, exc)
+            log.warning("index for %s is out of date (indexer running or interrupted?); rebuilding it from the "
+                        "stored embeddings%s", modality, "" if save else " in memory")
+            out[modality] = self.rebuild_index(modality, model, checksums, revision, factory, save=save)
         return out
 
     def rebuild_index(
         self, modality: str, model: str, checksums: dict[str, str], revision: int, factory: str = "auto",
-        dim: int | None = None,
+        dim: int | None = None, save: bool = True,
     ) -> VectorIndex:
         ids_parts, vec_parts = [], []
         with self.session() as s:
@@ -128,7 +133,8 @@ class Catalog:
                 pass
         index = VectorIndex.build(ids, vecs, model=model, checksums=checksums, dim=dim,
                                   factory=factory, modality=modality, revision=revision)
-        index.save(self.index_dir(modality))
+        if save:
+            index.save(self.index_dir(modality))
         return index
 
     def save_indices(self, indices: dict[str, VectorIndex], revision: int) -> None:

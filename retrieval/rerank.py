@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -196,26 +197,38 @@ class Reranker:
         return self.net.fuse_views(s, g, present).numpy(), self.net.fuse_views(o, g, present).numpy()
 
 
+def corrections(head: Sequence[Any], query_inputs: Sequence[tuple[str, Views, float]], reranker: Reranker,
+                token_views: dict[int, Views], weight: float | None = None) -> dict[int, float]:
+    """Per re-scored hit id: ``weight * correction`` (cosine units) for the ``head`` hits (with ``id`` and
+    ``modality``) that have stored tokens and whose (query modality, hit modality) pair the re-ranker was
+    trained on; the others are left out (they keep their first-stage score)."""
+    weight = 1.0 if weight is None else weight
+    out: dict[int, float] = {}
+    if weight == 0:
+        return out
+    by_target: dict[str, list[Any]] = {}
+    for h in head:
+        by_target.setdefault(h.modality, []).append(h)
+    for target, group in by_target.items():
+        query = [(qmod, views, w) for qmod, views, w in query_inputs if w > 0 and reranker.covers(qmod, target)]
+        have = [h for h in group if h.id in token_views]
+        if not query or not have:
+            continue
+        r = reranker.scores(query, [token_views[h.id] for h in have], target)
+        out.update({h.id: float(weight * delta) for h, delta in zip(have, r)})
+    return out
+
+
 def rerank_hits(hits: Sequence[Any], query_inputs: Sequence[tuple[str, Views, float]],
                 reranker: Reranker, token_views: dict[int, Views], options: RerankOptions) -> list[Any]:
     """Re-order the first ``options.k`` hits (dataclasses with ``id``, ``modality``, ``score``) by
-    ``first + weight * correction``; hits without stored tokens or of a pair the re-ranker was not trained
-    on keep their first-stage score; the tail after K keeps its order below the re-ranked head."""
-    weight = 1.0 if options.weight is None else options.weight
-    if weight == 0 or not hits:
+    ``first + weight * correction`` (:func:`corrections`); the tail after K keeps its order below the
+    re-ranked head. Scores stay similarities; the query API calibrates them (:mod:`retrieval.service`)."""
+    if options.weight == 0 or not hits:
         return list(hits)
     head, tail = list(hits[: options.k]), list(hits[options.k:])
-    by_target: dict[str, list[int]] = {}
-    for i, h in enumerate(head):
-        by_target.setdefault(h.modality, []).append(i)
-    for target, idx in by_target.items():
-        query = [(qmod, views, w) for qmod, views, w in query_inputs if w > 0 and reranker.covers(qmod, target)]
-        have = [i for i in idx if head[i].id in token_views]
-        if not query or not have:
-            continue
-        r = reranker.scores(query, [token_views[head[i].id] for i in have], target)
-        for i, delta in zip(have, r):
-            head[i] = replace(head[i], score=float(head[i].score + weight * delta))
+    delta = corrections(head, query_inputs, reranker, token_views, options.weight)
+    head = [replace(h, score=float(h.score + delta[h.id])) if h.id in delta else h for h in head]
     head.sort(key=lambda h: -h.score)
     if tail and head:  # keep the list ordered: the untouched tail never rises above the re-ranked head
         floor = head[-1].score
@@ -223,17 +236,18 @@ def rerank_hits(hits: Sequence[Any], query_inputs: Sequence[tuple[str, Views, fl
     return head + tail
 
 
-def rerank_inputs(model: Any, reranker: Reranker | None, inputs: Sequence[tuple[str, Callable[[], Any], float]],
-                  hits: Sequence[Any], store: Any, options: RerankOptions) -> list[Any]:
-    """Re-rank ``hits`` for query inputs ``(modality, load_payload, weight)``: only the inputs of a trained
-    pair are decoded and tokenised; the candidates' tokens come from ``store``; then :func:`rerank_hits`."""
-    from .tokens import query_views
+_CACHE: dict[str, Reranker | None] = {}
+_LOCK = threading.Lock()
 
-    if reranker is None or not hits:
-        return list(hits)
-    targets = {h.modality for h in hits[: options.k]}
-    query = [(m, query_views(model, m, load()), w) for m, load, w in inputs
-             if w > 0 and any(reranker.covers(m, t) for t in targets)]
-    if not query:
-        return list(hits)
-    return rerank_hits(hits, query, reranker, store.get_many([h.id for h in hits[: options.k]]), options)
+
+def create_reranker(name: str | None = None) -> Reranker | None:
+    """The trained re-ranker of model ``name`` (files verified by SHA-256 through the registry), or None when
+    the model has none (OpenCLIP models)."""
+    from .encoders.registry import canonical_name, model_part
+
+    name = canonical_name(name)
+    with _LOCK:
+        if name not in _CACHE:
+            root = model_part(name, "reranker")
+            _CACHE[name] = None if root is None else Reranker.load(root)
+        return _CACHE[name]

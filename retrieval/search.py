@@ -5,8 +5,9 @@ One input is a plain nearest-neighbour lookup (score = cosine). Several inputs
 ANN for the fused vector and for each positive input on its own, then each
 candidate scored by attention over the inputs (``retrieval.fusion``).
 
-Pure library code: it returns item ids and scores; the application layer (CLI,
-web app) joins them with metadata from the catalog.
+Pure library code: the first stage of the query API (:mod:`retrieval.service`),
+which re-ranks, calibrates and presents these hits for every front end. It
+returns item ids and cosine-unit scores.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from . import decoders
 from .encoders import MODALITIES, Model, create_model
 from .fusion import DEFAULT_TAU, attention_fuse_scores, fuse
 from .index import VectorIndex
-
-TARGETS = (*MODALITIES, "all")
+from .query import TARGETS
 CANDIDATE_FACTOR = 4  # a multi-input query scores max(CANDIDATE_FACTOR * k, CANDIDATE_MIN) ANN hits per lookup
 CANDIDATE_MIN = 100
 

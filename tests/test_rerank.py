@@ -88,7 +88,7 @@ def test_removed_files_lose_their_tokens_and_rebuild_restores_missing_ones(tmp_p
 
 
 def test_rerank_keeps_order_outside_k_and_scores_of_untrained_pairs():
-    from retrieval.encoders import create_reranker
+    from retrieval.rerank import create_reranker
 
     reranker = create_reranker("triad-mini")
     from retrieval.rerank import RerankOptions, rerank_hits

@@ -296,13 +296,13 @@ def test_audio_over_the_duration_limit_is_413(client, app):
 def test_a_model_without_the_query_modality_is_422(image_app):
     """A query input the catalog's model cannot encode (say an image for a text-only model) is a 422."""
     from retrieval.encoders import Model
+    from retrieval.query import Input
+    from retrieval.service import QueryResources
 
-    from webui.engine import QueryPart
-
-    eng = image_app.extensions["webui.engine"]
     textonly = Model("text-only", 32, {"text": lambda: None}, {})
-    with pytest.raises(Exception) as info:
-        eng.encode(textonly, QueryPart("image", Image.new("RGB", (8, 8)), "k"))
+    image = Input("image", Image.new("RGB", (8, 8)), key="k")
+    with image_app.app_context(), pytest.raises(Exception) as info:
+        QueryResources(textonly).encode(image, lambda: image.value)
     assert getattr(info.value, "status", None) == 422 and "no image encoder" in str(info.value)
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from retrieval import decoders
+from retrieval.query import Result
 
 from . import openapi
 from .engine import Engine, media_type
 from .errors import ApiError
-from .queries import parse_hybrid, parse_rerank, parse_search
+from .queries import parse_search
 from .thumbnails import SIZES, ThumbnailCache
 from .views import item_json, load_item, stats_json
 
@@ -24,9 +25,22 @@ def engine() -> Engine:
 
 @bp.post("/search")
 def search():
-    parts, target, k, offset = parse_search(request, current_app.config)
-    return jsonify(engine().search(parts, target, k, offset, hybrid=parse_hybrid(request),
-                                   rerank=parse_rerank(request)))
+    query = parse_search(request, current_app.config)
+    return jsonify(result_json(engine().service().search(query)))
+
+
+def result_json(result: Result) -> dict:
+    """The search response (see the SearchResponse schema in :mod:`webui.openapi`)."""
+    out = {
+        "hits": [h.to_dict() for h in result.hits], "offset": result.offset, "k": result.k,
+        "has_more": result.has_more, "next_offset": result.offset + result.k if result.has_more else None,
+        "target": result.target, "query": {"inputs": result.inputs, "words": result.words},
+        "model": result.model, "revision": result.revision, "timings_ms": result.timings_ms,
+        "rerank": result.rerank, "calibrated": result.calibrated,
+    }
+    if result.hybrid is not None:
+        out["hybrid"] = result.hybrid
+    return out
 
 
 @bp.get("/items/<int:item_id>")
@@ -97,7 +111,7 @@ def health():
     eng = engine()
     state = eng.read_state()  # a database error becomes a 503 JSON error
     snap = eng.snapshot()
-    return jsonify({"status": "ok", "indexed": snap.searcher is not None, "model": state[0] if state else None,
+    return jsonify({"status": "ok", "indexed": snap.service is not None, "model": state[0] if state else None,
                     "revision": state[1] if state else 0, "items": sum(snap.counts.values())})
 
 

@@ -12,6 +12,8 @@ from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from retrieval.query import QueryError
+
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +61,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(QueryError)
+    def _query_error(exc: QueryError):  # raised by the query API with its own status and code
+        return error_response(exc.status, exc.code, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -118,10 +118,15 @@ SCHEMAS: dict = {
         "properties": {
             "id": {"type": "integer"}, "rank": {"type": "integer", "description": "0-based over all pages"},
             "modality": {"type": "string", "enum": ["image", "audio", "text"]},
-            "score": {"type": "number", "description": "Cosine similarity to the query (several inputs: the attention-"
-                                                        "fused score, in the same cosine units; the top 100 plus the "
-                                                        "re-ranker's correction); in hybrid mode the "
-                                                        "RRF score normalised to (0, 1] (1 = first in both lists)"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1,
+                      "description": "Relevance in [0, 1], comparable across modalities and query kinds: the "
+                                     "similarity calibrated per (query kind, target modality, re-ranked or not) on "
+                                     "held-out data (see `calibrated`); in hybrid mode the RRF score normalised to "
+                                     "(0, 1] (1 = first in both lists)"},
+            "similarity": {"type": "number", "description": "What the score was calibrated from: the cosine "
+                                                             "similarity (several inputs: the attention-fused score "
+                                                             "in the same units; the re-ranked top 100: plus the "
+                                                             "re-ranker's correction)"},
             "path": {"type": "string"}, "name": {"type": "string"},
             "text": {"type": "string", "description": "Note excerpt holding the query words, or the transcript "
                                                        "(of the matching sentence for long recordings)"},
@@ -156,6 +161,9 @@ SCHEMAS: dict = {
                     "transcript": {"type": "string", "description": "What the speech recogniser heard"}}}},
                 "words": {"type": "array", "items": {"type": "string"}}}},
             "model": {"type": "string"}, "revision": {"type": "integer"},
+            "calibrated": {"type": "boolean", "description": "Whether scores are calibrated relevances (false: the "
+                                                             "model has no calibration; scores are cosines clipped "
+                                                             "to [0, 1])"},
             "timings_ms": {"type": "object", "properties": {"encode": {"type": "number"}, "search": {"type": "number"}}},
             "rerank": {"type": "object", "required": ["applied", "k"], "properties": {
                 "applied": {"type": "boolean", "description": "Whether the top K were re-ranked (the model has a "

@@ -1,4 +1,4 @@
-"""Parse a search request (JSON or multipart) into checked query parts.
+"""Parse a search request (JSON or multipart) into a checked :class:`~retrieval.query.Query`.
 
 Limits (Flask config, see :data:`webui.DEFAULT_CONFIG`): request size
 (``MAX_CONTENT_LENGTH``, answered 413 by Flask before we read anything), inputs
@@ -23,9 +23,9 @@ from werkzeug.datastructures import FileStorage
 
 from retrieval import decoders
 from retrieval.fusion import MAX_WEIGHT
-from retrieval.search import TARGETS
+from retrieval.query import TARGETS, Input, Query
 
-from .engine import QueryPart, sniff_upload, upload_key
+from .engine import sniff_upload, upload_key
 from .errors import ApiError
 
 AUDIO_DECODE_MARGIN = 2.0  # decode at most this many times the limit before refusing
@@ -95,8 +95,8 @@ def _weighted_inputs(value: Any, n_files: int) -> tuple[list, list, dict[int, fl
     return texts, items, file_weights
 
 
-def parse_search(request: Request, config: dict) -> tuple[list[QueryPart], str, int, int]:
-    """(parts, target, k, offset) from a JSON or multipart search request."""
+def parse_search(request: Request, config: dict) -> Query:
+    """The query of a JSON or multipart search request, its limits checked."""
     texts: list[tuple[Any, float, str]]  # (value, weight, field name for errors)
     items: list[tuple[Any, float, str]]
     files: list[tuple[FileStorage, float]] = []
@@ -148,7 +148,7 @@ def parse_search(request: Request, config: dict) -> tuple[list[QueryPart], str, 
 
     texts += more_texts
     items += more_items
-    parts: list[QueryPart] = []
+    parts: list[Input] = []
     for t, weight, field in texts:
         if not isinstance(t, str):
             raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
@@ -158,10 +158,10 @@ def parse_search(request: Request, config: dict) -> tuple[list[QueryPart], str, 
         if len(t) > config["MAX_TEXT_CHARS"]:
             raise ApiError(f"a text input is {len(t)} characters; the limit is {config['MAX_TEXT_CHARS']}",
                            413, "too_large")
-        parts.append(QueryPart("text", t, t, t[:60], weight))
+        parts.append(Input("text", t, weight, key=t, label=t[:60]))
     for i, weight, field in items:
         iid = _int(i, field, 0, 1, 2**62)
-        parts.append(QueryPart("item", iid, str(iid), f"item {iid}", weight))
+        parts.append(Input("item", iid, weight, key=str(iid), label=f"item {iid}"))
     for f, weight in files:
         parts.append(dataclasses.replace(decode_upload(f, config), weight=weight))
     if not parts:
@@ -172,7 +172,8 @@ def parse_search(request: Request, config: dict) -> tuple[list[QueryPart], str, 
     if not any(p.weight > 0 for p in parts):
         raise ApiError("every input is \"not this\" (negative weight); add at least one input to look for: words, "
                        "an image, an audio file or an item", 400, "no_positive_input")
-    return parts, target, k, offset
+    return Query(tuple(parts), target=target, k=k, offset=offset, hybrid=parse_switch(request, "hybrid", False),
+                 rerank=parse_switch(request, "rerank", True))
 
 
 def parse_switch(request: Request, name: str, default: bool) -> bool:
@@ -196,22 +197,12 @@ def parse_switch(request: Request, name: str, default: bool) -> bool:
     raise ApiError(f"'{name}' must be true or false, got {str(value)[:40]!r}", 400, "bad_parameter")
 
 
-def parse_hybrid(request: Request) -> bool:
-    """The ``hybrid`` switch (absent = off)."""
-    return parse_switch(request, "hybrid", False)
-
-
-def parse_rerank(request: Request) -> bool:
-    """The ``rerank`` switch (absent = on: the top K are re-ranked when the model has a re-ranker)."""
-    return parse_switch(request, "rerank", True)
-
-
 def _label(f: FileStorage) -> str:
     name = os.path.basename((f.filename or "").replace("\\", "/"))
     return "".join(ch for ch in name if ch.isprintable())[:80] or "upload"
 
 
-def decode_upload(f: FileStorage, config: dict) -> QueryPart:
+def decode_upload(f: FileStorage, config: dict) -> Input:
     """Type an uploaded file by content, check its limits, decode it to what the encoders take."""
     label = _label(f)
     data = f.read()
@@ -232,7 +223,7 @@ def decode_upload(f: FileStorage, config: dict) -> QueryPart:
             value = _decode_audio(tmp, label, config["MAX_AUDIO_SECONDS"])
     finally:
         tmp.unlink(missing_ok=True)
-    return QueryPart(kind, value, upload_key(data), label)
+    return Input(kind, value, key=upload_key(data), label=label)
 
 
 def _clean(exc: Exception, tmp: Path, label: str) -> str:

@@ -85,8 +85,8 @@ def stats_json(engine: Engine) -> dict:
     out["last_run"] = last
     out["errors"] = {"total": total_errors, "shown": [{"path": p, "error": e} for p, e in errors]}
     snap = engine.snapshot()
-    if snap.searcher is not None:
+    if snap.service is not None:
         out["indices"] = {m: {"count": i.count, "factory": i.manifest.factory, "dim": i.manifest.dim}
-                          for m, i in snap.searcher.indices.items()}
-        out["modalities"] = list(snap.searcher.model.modalities)  # what a query may contain
+                          for m, i in snap.service.searcher.indices.items()}
+        out["modalities"] = list(snap.service.model.modalities)  # what a query may contain
     return out

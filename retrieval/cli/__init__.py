@@ -12,6 +12,7 @@ import sys
 from ..encoders import ModelError
 from ..fusion import MAX_WEIGHT
 from ..index import IndexMismatchError
+from ..query import QueryError
 
 
 class _AppendInput(argparse.Action):
@@ -88,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="\"not this\": push items like this recording down")
     s.add_argument("--weight", action=_SetWeight, dest="inputs", metavar="W",
                    help=f"weight of the input just before it (default 1, non-zero, |W| <= {MAX_WEIGHT:g})")
+    s.add_argument("--vector-file", action="append", metavar="FILE",
+                   help="a raw query vector in the index's model space (.npy or a JSON list of numbers)")
     s.add_argument("--target", default="all", choices=["image", "audio", "text", "all"])
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--data-dir")
@@ -111,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="scale of the re-ranker's correction (default 1 = the per-pair weights chosen on validation data)")
     e.add_argument("--json", action="store_true")
     e.add_argument("--keep-data-dir", help="index into this folder instead of a temporary one")
+    e.add_argument("--rankings", metavar="FILE", help="also write each query's ranked gallery row ids (JSONL)")
 
     b = sub.add_parser("build-data", help="regenerate the training set (npm emoji packages, synthesised speech)")
     b.add_argument("--out", default="data/train", help="dataset folder (default data/train)")
@@ -120,9 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=2)
 
     t = sub.add_parser("train", help="train the image tower and speech head (stage joint) or the re-ranker (stage rerank)")
-    t.add_argument("--stage", choices=["joint", "rerank"], default="joint",
+    t.add_argument("--stage", choices=["joint", "rerank", "calibrate"], default="joint",
                    help="joint: image tower + speech head against the locked text tower (default); rerank: the "
-                        "cross-attention re-ranker on the bundled model's features, with hard negatives")
+                        "cross-attention re-ranker on the bundled model's features, with hard negatives; calibrate: "
+                        "fit the per-pair score calibration on the held-out concepts (after the other two)")
+    t.add_argument("--model", help="calibrate: the bundled model to calibrate (default triad-mini)")
     t.add_argument("--data", default="data/train", help="dataset built by build-data (default data/train)")
     t.add_argument("--out", default="data/runs/triad-mini", help="run folder: checkpoints and exported weights")
     t.add_argument("--minutes", type=float, default=30.0, help="joint: training time budget (default 30)")
@@ -159,6 +165,6 @@ def main(argv: list[str] | None = None) -> int:
         from .eval_cmd import run_eval
 
         return run_eval(args)
-    except (FileNotFoundError, ValueError, ModelError, IndexMismatchError) as exc:
+    except (FileNotFoundError, ValueError, QueryError, ModelError, IndexMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

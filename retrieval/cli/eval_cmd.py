@@ -1,12 +1,13 @@
-"""`python -m retrieval eval`: end-to-end recall through the real pipeline.
+"""`python -m retrieval eval`: end-to-end recall through the real pipeline and the query API.
 
 The manifest's files (and inline text rows, written to files) are indexed by the
 real indexer into a temporary data directory with a SQLite catalog; every query
-row is then embedded exactly as the indexer embedded it and searched against the
-gallery rows of each modality; unless ``--no-rerank``, the top K of each ranking
-is re-ranked with the query row's own stored token features (as a search would
-with the query's tokens). Relevant = same label; a query never retrieves
-itself; queries with no relevant gallery row are skipped.
+row is then asked through :meth:`retrieval.service.SearchService.search` as an
+``item`` query (its stored embedding, as indexed; a long recording's parts: their
+mean) against each gallery modality, ranking the whole gallery, re-ranked unless
+``--no-rerank`` exactly as a search would be (the item's stored tokens are its
+query tokens). Relevant = same label; a query never retrieves itself; queries
+with no relevant gallery row are skipped.
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-
-import numpy as np
+from typing import Callable
 
 from indexer import repository as repo
 from indexer.catalog import Catalog
 from indexer.pipeline import AddOptions, add
+from indexer.service import service_for
 
-from ..encoders import MODALITIES, create_reranker
-from ..fusion import fuse
+from ..encoders import MODALITIES
 from ..metrics import summarize
-from ..rerank import DEFAULT_K, RerankOptions, rerank_hits
-from ..search import Searcher
-from ..tokens import QUERY_VIEW
+from ..query import DEFAULT_RERANK_K, Hit, Input, Query
+from ..rerank import RerankOptions
+
+# called per (query row, gallery modality) with the query row and, in rank order, (gallery row, its hit)
+Collector = Callable[[dict, str, list[tuple[dict, Hit]]], None]
 
 
 def load_manifest(path: Path) -> list[dict]:
@@ -73,72 +75,80 @@ def _materialise(rows: list[dict], manifest_dir: Path, work: Path) -> dict[str, 
     return by_path
 
 
-def evaluate(manifest: Path, model: str | None, work: Path, rerank: RerankOptions | None = None) -> dict:
+def evaluate(manifest: Path, model: str | None, work: Path, rerank: RerankOptions | None = None,
+             collect: Collector | None = None) -> dict:
     rows = load_manifest(manifest)
     by_path = _materialise(rows, Path(manifest).resolve().parent, work)
     data_dir = work / "data"
     catalog = Catalog(data_dir, database_url=f"sqlite:///{data_dir / 'catalog.sqlite3'}")
     try:
         add([Path(p) for p in by_path], catalog, AddOptions(model=model, progress=False))
-        searcher = Searcher(catalog.fresh_indices())
+        indices = catalog.fresh_indices()
+        service = service_for(catalog, indices, catalog.state()[2])
         item_rows: dict[int, list[int]] = defaultdict(list)
         row_items: dict[int, list[int]] = defaultdict(list)
-        row_vecs: dict[int, list[np.ndarray]] = defaultdict(list)
         with catalog.session() as s:
             for modality in MODALITIES:
-                for ids, vecs in repo.iter_embeddings(s, modality):
+                for ids, _ in repo.iter_embeddings(s, modality):
                     meta = repo.item_hits(s, ids.tolist())
-                    for iid, vec in zip(ids.tolist(), vecs):
+                    for iid in ids.tolist():
                         for r in by_path.get(meta[iid]["path"], []):
                             item_rows[iid].append(r)
                             row_items[r].append(iid)
-                            row_vecs[r].append(vec)
-        reranker = create_reranker(searcher.model.name) if rerank is not None else None
-        views = catalog.token_store().get_many(list(item_rows)) if reranker is not None else {}
+        results: dict[str, dict] = {}
+        present = sorted({rows[r]["modality"] for r in row_items}, key=MODALITIES.index)
+        for q_mod in present:
+            for g_mod in present:
+                gallery = [r for r in row_items if rows[r]["modality"] == g_mod and rows[r].get("role", "both") != "query"]
+                queries = [r for r in row_items if rows[r]["modality"] == q_mod and rows[r].get("role", "both") != "gallery"]
+                ranked, n_rel = [], []
+                gallery_set = set(gallery)
+                for q in queries:
+                    relevant = {g for g in gallery if g != q and rows[g]["label"] == rows[q]["label"]}
+                    if not relevant:
+                        continue
+                    query = Query((Input("item", tuple(row_items[q])),), target=g_mod, k=indices[g_mod].count,
+                                  rerank=rerank is not None, rerank_k=rerank.k if rerank else DEFAULT_RERANK_K,
+                                  rerank_weight=rerank.weight if rerank else None, details=False)
+                    hits = service.search(query).hits
+                    order, seen = [], set()
+                    for h in hits:
+                        for r in item_rows.get(h.id, []):
+                            if r in gallery_set and r != q and r not in seen:
+                                seen.add(r)
+                                order.append((r, h))
+                    ranked.append([rows[r]["label"] == rows[q]["label"] for r, _ in order])
+                    n_rel.append(len(relevant))
+                    if collect is not None:
+                        collect(rows[q], g_mod, [(rows[r], h) for r, h in order])
+                if ranked:
+                    results[f"{q_mod}->{g_mod}"] = summarize(ranked, n_rel)
     finally:
         catalog.close()
-    # a row's query vector: its item's embedding (segments of a long recording: their mean)
-    query_vec = {r: fuse(np.stack(v)) for r, v in row_vecs.items()}
-    results: dict[str, dict] = {}
-    present = sorted({rows[r]["modality"] for r in query_vec}, key=MODALITIES.index)
-    for q_mod in present:
-        for g_mod in present:
-            gallery = [r for r in query_vec if rows[r]["modality"] == g_mod and rows[r].get("role", "both") != "query"]
-            queries = [r for r in query_vec if rows[r]["modality"] == q_mod and rows[r].get("role", "both") != "gallery"]
-            ranked, n_rel = [], []
-            gallery_set = set(gallery)
-            for q in queries:
-                relevant = {g for g in gallery if g != q and rows[g]["label"] == rows[q]["label"]}
-                if not relevant:
-                    continue
-                own = frozenset(row_items[q])
-                hits = searcher.search_vector(query_vec[q], target=g_mod, k=searcher.indices[g_mod].count, exclude=own)
-                qviews = views.get(row_items[q][0], {})
-                if reranker is not None and QUERY_VIEW[q_mod] in qviews:
-                    query = [(q_mod, {QUERY_VIEW[q_mod]: qviews[QUERY_VIEW[q_mod]]}, 1.0)]
-                    hits = rerank_hits(hits, query, reranker, views, rerank)
-                order, seen = [], set()
-                for h in hits:
-                    for r in item_rows.get(h.id, []):
-                        if r in gallery_set and r != q and r not in seen:
-                            seen.add(r)
-                            order.append(r)
-                ranked.append([rows[r]["label"] == rows[q]["label"] for r in order])
-                n_rel.append(len(relevant))
-            if ranked:
-                results[f"{q_mod}->{g_mod}"] = summarize(ranked, n_rel)
     return results
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    rerank = None if args.no_rerank else RerankOptions(args.rerank_k or DEFAULT_K, args.rerank_weight)
-    if args.keep_data_dir:
-        work = Path(args.keep_data_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        results = evaluate(Path(args.manifest), args.model, work, rerank)
-    else:
-        with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
-            results = evaluate(Path(args.manifest), args.model, Path(tmp), rerank)
+    rerank = None if args.no_rerank else RerankOptions(args.rerank_k or DEFAULT_RERANK_K, args.rerank_weight)
+    rankings = open(args.rankings, "w", encoding="utf-8") if getattr(args, "rankings", None) else None
+
+    def write_ranking(qrow: dict, g_mod: str, order: list[tuple[dict, Hit]]) -> None:
+        assert rankings is not None
+        rankings.write(json.dumps({"query": qrow["id"], "target": g_mod, "ranked": [r["id"] for r, _ in order],
+                                   "scores": [round(h.score, 6) for _, h in order]}) + "\n")
+
+    collect = write_ranking if rankings else None
+    try:
+        if args.keep_data_dir:
+            work = Path(args.keep_data_dir)
+            work.mkdir(parents=True, exist_ok=True)
+            results = evaluate(Path(args.manifest), args.model, work, rerank, collect)
+        else:
+            with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
+                results = evaluate(Path(args.manifest), args.model, Path(tmp), rerank, collect)
+    finally:
+        if rankings:
+            rankings.close()
     if args.json:
         print(json.dumps(results))
     else:

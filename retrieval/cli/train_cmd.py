@@ -23,6 +23,15 @@ def _given(args: argparse.Namespace, **defaults: object) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     export = Path(args.export) if args.export else None
+    if args.stage == "calibrate":
+        from ..training.calibrate import calibrate
+
+        if export is None:
+            raise ValueError("--stage calibrate writes calibration.json into the model folder: give --export, "
+                             "e.g. --export retrieval/models/triad-mini")
+        print(json.dumps(calibrate(Path(args.data), args.model or "triad-mini", export,
+                                   register=args.model or "triad-mini")))
+        return 0
     if args.stage == "rerank":
         from ..training.rerank_train import RerankConfig, train_reranker
 

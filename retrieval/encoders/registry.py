@@ -85,26 +85,30 @@ def _build(name: str) -> Model:
     return model
 
 
-_RERANKERS: dict[str, Any] = {}
+PART_FIXES = {
+    "reranker": "restore it with `git checkout -- retrieval/models` or retrain it with `python -m retrieval train "
+                "--stage rerank` (see the model card)",
+    "calibration": "restore it with `git checkout -- retrieval/models` or refit it with `python -m retrieval train "
+                   "--stage calibrate` (see the model card)",
+}
 
 
-def create_reranker(name: str | None = None) -> Any:
-    """The trained re-ranker of bundled model ``name`` (verified by SHA-256), or None when it has none."""
-    from ..rerank import Reranker
+def model_part(name: str | None, part: str) -> Path | None:
+    """The folder of an extra part of model ``name`` that its config lists (``"reranker"``, ``"calibration"``),
+    its files verified by SHA-256; None when the model has no such part (OpenCLIP models have none).
 
+    The registry only finds and verifies files: what reads them (the re-ranker, the score calibration)
+    lives with the search side (:mod:`retrieval.rerank`, :mod:`retrieval.calibration`).
+    """
     name = canonical_name(name)
     if name.startswith(OPENCLIP_PREFIX):
         return None
-    spec = model_config(name).get("reranker")
+    spec = model_config(name).get(part)
     if spec is None:
         return None
-    with _LOCK:
-        if name not in _RERANKERS:
-            root = _locate(spec)
-            verify_files(root, spec["files"], fix="restore it with `git checkout -- retrieval/models` or retrain it "
-                         "with `python -m retrieval train --stage rerank` (see the model card)")
-            _RERANKERS[name] = Reranker.load(root)
-        return _RERANKERS[name]
+    root = _locate(spec)
+    verify_files(root, spec["files"], fix=PART_FIXES.get(part, "restore it with `git checkout -- retrieval/models`"))
+    return root
 
 
 def _locate(spec: dict[str, Any]) -> Path:

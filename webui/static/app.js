@@ -438,7 +438,7 @@ function hitCard(hit) {
     el("div", { class: "meta" },
       el("span", { class: `badge badge-${hit.modality}`, text: hit.modality }),
       when,
-      el("span", { class: "score", title: hit.ranks ? "Fused rank score (reciprocal rank fusion of meaning and keywords)" : "Similarity to the query (cosine)" },
+      el("span", { class: "score", title: hit.ranks ? "Fused rank score (reciprocal rank fusion of meaning and keywords)" : `Relevance, comparable across tabs and query kinds (similarity ${hit.similarity.toFixed(3)})` },
         el("span", { class: "scorebar", "aria-hidden": "true" }, fill),
         el("span", { class: "value", text: hit.score.toFixed(3) }))),
   );

@@ -1,0 +1,59 @@
+"""The catalog side of the query API: :class:`retrieval.ports.MetadataPort` over SQL and the token store.
+
+Each call opens a short session (several web threads share one port); the
+query API (:mod:`retrieval.service`) never sees SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from retrieval.ports import KeywordIndexMissing
+from retrieval.tokens import Views
+
+from . import repository as repo
+from .catalog import Catalog
+
+
+class CatalogPort:
+    """Items, stored vectors, token views and keyword hits of one catalog."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.store = catalog.token_store()
+
+    def items(self, ids: Sequence[int]) -> dict[int, dict]:
+        if not ids:
+            return {}
+        with self.catalog.session() as s:
+            return repo.item_hits(s, list(ids))
+
+    def item_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        with self.catalog.session() as s:
+            return repo.item_embeddings(s, list(ids))
+
+    def tokens(self, ids: Sequence[int]) -> dict[int, Views]:
+        return self.store.get_many(ids)
+
+    def keyword_terms(self, words: str) -> list[str]:
+        return repo.keyword_terms(words)
+
+    def keyword_search(self, words: str, modality: str | None, limit: int) -> list[tuple[int, float]]:
+        with self.catalog.session() as s:
+            try:
+                return repo.keyword_search(s, words, modality, limit)
+            except SQLAlchemyError:
+                if not inspect(self.catalog.engine).has_table("items_fts"):
+                    raise KeywordIndexMissing(
+                        "this catalog was built before keyword search existed; run `python -m indexer add PATH "
+                        f"--data-dir {self.catalog.data_dir}` once (it upgrades the database), then search again"
+                    ) from None
+                raise
+
+    def keyword_matches(self, ids: Sequence[int], words: str) -> dict[int, list[str]]:
+        with self.catalog.session() as s:
+            return repo.keyword_matches(s, list(ids), words)
