@@ -158,7 +158,11 @@ class SearchService:
             pool = max(pool, HYBRID_POOL)
         if reranker is not None:
             pool = max(pool, query.rerank_k)
-        first = self.searcher.search_inputs(enc.vectors, enc.weights, target=query.target, k=pool, exclude=enc.exclude)
+        # per modality: the first stage orders by raw similarity, which only compares within one modality;
+        # the modalities are merged after calibration (else the cut to ``pool`` would compare raw scores)
+        targets = [m for m in self.searcher.indices if query.target in (m, "all")]
+        first = [h for m in targets
+                 for h in self.searcher.search_inputs(enc.vectors, enc.weights, target=m, k=pool, exclude=enc.exclude)]
         stage = dict.fromkeys((h.id for h in first), "first")
         if reranker is not None:
             first, stage = self._rerank(query, enc, reranker, first)
