@@ -15,7 +15,9 @@ Every failure raises :class:`DecodeError` naming the file and what is wrong.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,8 +65,24 @@ class AudioSegment:
 
 
 def _head(path: Path, n: int = 64) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
+    """The first bytes of a regular file; b"" for anything else (never blocks on a FIFO or a device)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, n)
+    finally:
+        os.close(fd)
+
+
+def _regular(path: Path) -> None:
+    """Refuse what is not a regular file before a decoder opens it (a FIFO would block, a device never ends)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise DecodeError(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DecodeError(f"{path}: not a regular file; only regular files can be decoded")
 
 
 def sniff(path: Path) -> str | None:
@@ -116,6 +134,7 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
     from PIL import Image, ImageOps
 
     path = Path(path)
+    _regular(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -133,9 +152,13 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"{path}: refused as a decompression bomb ({exc})") from None
+        raise DecodeError(f"{path}: refused as a decompression bomb ({exc}); downscale it if it is a real "
+                          f"picture") from None
+    except MemoryError:
+        raise DecodeError(f"{path}: ran out of memory decoding the image; downscale or re-save it") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
-        raise DecodeError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise DecodeError(f"{path}: not a readable image, truncated or damaged ({_short(exc)}); check that it "
+                          f"opens in an image viewer, or re-save it") from None
 
 
 def _to_rgb(img):
@@ -214,6 +237,7 @@ def stream_audio(
     import av
 
     path = Path(path)
+    _regular(path)
     deadline = time.monotonic() + max_decode_s
     max_out = int(max_seconds * sample_rate)
     produced = 0
@@ -306,14 +330,17 @@ def split_segments(
 def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Text with its encoding detected; never raises on odd encodings."""
     path = Path(path)
+    _regular(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
     except OSError as exc:
         raise DecodeError(f"{path}: cannot read ({exc.strerror})") from None
     if len(data) > max_bytes:
-        raise DecodeError(f"{path}: text file is {len(data):,} bytes, over the {max_bytes:,} limit; split it")
-    if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DecodeError(f"{path}: looks binary, not text")
+        raise DecodeError(f"{path}: text file is over the {max_bytes:,} byte limit; split it into smaller notes")
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not utf16 and (b"\x00" in data[:4096] or data.count(b"\x00") > len(data) // 100):
+        raise DecodeError(f"{path}: looks binary, not text (NUL bytes); if it is a note, save it as UTF-8 text")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16", errors="replace")
     else:
@@ -321,7 +348,8 @@ def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             text = _guess_legacy_encoding(data)
-    text = text.replace("\r\n", "\n").strip()
+    # NUL cannot be stored by Postgres (and is never meant in a note): a few stray ones are dropped
+    text = text.replace("\r\n", "\n").replace("\x00", "").strip()
     if not text:
         raise DecodeError(f"{path}: text file is empty")
     return text
