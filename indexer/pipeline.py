@@ -37,7 +37,7 @@ from . import repository as repo
 from . import sources
 from .catalog import Catalog
 from .scanner import Candidate, Skipped, printable, scan
-from .writer import Decoded, Summary, Unit, Writer
+from .writer import Decoded, Summary, Unit, Writer, _short
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,14 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
                 Unit("text", p.text, content=p.text, extra={"chars": [p.start, p.end]} if len(passages) > 1 else None)
                 for p in passages
             ]
-    except (decoders.DecodeError, OSError) as exc:
+    except (decoders.DecodeError, sources.SourceChanged) as exc:
         out.error = str(exc)
+    except OSError as exc:
+        out.error = (f"{c.path}: cannot be read ({exc.strerror or _short(exc)}); check that it still exists and "
+                     f"that the indexer may read it")
     except Exception as exc:  # any other failure of one file must not stop the run
-        out.error = f"{c.path}: {type(exc).__name__}: {exc}"
+        out.error = (f"{c.path}: could not be indexed ({_short(exc)}); check that the file opens in its usual "
+                     f"program and re-save it; if it does, this is a bug: report it with this message")
     return out
 
 
@@ -105,7 +109,8 @@ def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
                 try:
                     _encode(model, modality, d.units)
                 except Exception as exc:
-                    d.error = f"{d.candidate.path}: encoding failed ({type(exc).__name__}: {exc})"
+                    d.error = (f"{d.candidate.path}: the model could not encode it ({_short(exc)}); re-save the "
+                               f"file in a common format, or report this message as a bug")
 
 
 def _encode(model: Model, modality: str, units: list[Unit]) -> None:
