@@ -238,6 +238,7 @@ def refill_missing_tokens(catalog: Catalog, model: Model, summary: Summary) -> N
     from .token_sync import missing_tokens, rebuild_tokens
 
     t = time.perf_counter()
+    catalog.token_store().discard_incomplete_rebuild()  # we hold the writer lock: no rebuild is running
     if not missing_tokens(catalog):
         return
     out = rebuild_tokens(catalog, model)

@@ -104,6 +104,14 @@ class TokenStore:
         except FileNotFoundError:  # another process finished the same swap first
             pass
 
+    def discard_incomplete_rebuild(self) -> None:
+        """Delete what a killed full rebuild left beside the store (call only while holding the writer lock)."""
+        import shutil
+
+        self.recover()
+        if self.root.exists() and self._new.exists():
+            shutil.rmtree(self._new, ignore_errors=True)
+
     def begin_rebuild(self) -> "TokenStore":
         """An empty store beside this one (``<root>.new``) for a full rebuild; this one stays in use meanwhile."""
         import shutil
