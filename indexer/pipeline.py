@@ -54,6 +54,7 @@ class AddOptions:
     factory: str = "auto"
     progress: bool = True
     save_every_s: float = 30.0
+    decode_budget_mb: float = float(os.environ.get("INDEXER_DECODE_BUDGET_MB", 1024))  # decoded bytes held ahead
 
 
 # ---------------------------------------------------------------- mapper
@@ -71,8 +72,13 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
             img = decoders.load_image(Path(c.path))
             out.units = [Unit("image", img, extra={"width": img.width, "height": img.height}, source=c.path)]
         elif c.modality == "audio":
-            audio = decoders.load_audio(Path(c.path))
-            out.units = [Unit("audio", seg.samples, seg.start, seg.end) for seg in decoders.split_segments(audio)]
+            stats = decoders.StreamStats()
+            out.units = [Unit("audio", seg.samples, seg.start, seg.end)
+                         for seg in decoders.stream_segments(Path(c.path), stats=stats)]
+            if not out.units:
+                out.error = (f"{c.path}: the recording is silent ({_duration(stats.seconds)} under "
+                             f"{decoders.SILENCE_DBFS:g} dBFS); nothing to index: check its recording level, "
+                             f"or delete it")
         else:
             text = decoders.load_text(Path(c.path))
             passages = decoders.split_passages(text)
@@ -89,6 +95,10 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
         out.error = (f"{c.path}: could not be indexed ({_short(exc)}); check that the file opens in its usual "
                      f"program and re-save it; if it does, this is a bug: report it with this message")
     return out
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
@@ -247,7 +257,33 @@ def refill_missing_tokens(catalog: Catalog, model: Model, summary: Summary) -> N
     summary.timings["tokens_refill_s"] = time.perf_counter() - t
 
 
+def decoded_bytes(d: Decoded) -> int:
+    """Memory a decoded file holds until it is encoded (samples, pixels, text)."""
+    n = 0
+    for u in d.units:
+        p = u.payload
+        n += p.nbytes if hasattr(p, "nbytes") else (p.width * p.height * 3 if hasattr(p, "width") else len(str(p)) * 4)
+    return n
+
+
+def estimated_bytes(c: Candidate) -> int:
+    """What decoding ``c`` will hold, before it is decoded: pixels from the image header, else from the size."""
+    if c.modality == "image":
+        try:
+            from PIL import Image
+
+            with Image.open(c.path) as img:  # reads the header only
+                return min(img.width * img.height, decoders.MAX_IMAGE_PIXELS) * 3
+        except Exception:
+            return c.size
+    if c.modality == "audio":  # 16 kHz float32 is 2x a 16-bit 16 kHz WAV, ~4x a typical compressed file
+        return min(4 * c.size, int(decoders.MAX_AUDIO_SECONDS * decoders.SAMPLE_RATE * 4 * 1.2))
+    return 4 * c.size
+
+
 def _process(todo: list, model: Model, writer: Writer, summary: Summary, options: AddOptions) -> None:
+    """Decode ahead in a thread pool (at most ``lookahead`` files and ``decode_budget_mb`` of decoded data, at
+    least one file), encode and write in batches; ``timings.decode_held_peak_mb`` is the most decoded data held."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), unit="file", desc="indexing", disable=not options.progress or not todo,
@@ -260,27 +296,35 @@ def _process(todo: list, model: Model, writer: Writer, summary: Summary, options
         d = decode_file(c, k, model)
         return d, time.perf_counter() - t0
 
+    budget = int(options.decode_budget_mb * (1 << 20))
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="decode") as pool:
-        pending: list[Future] = []
+        pending: list[tuple[Future, int]] = []  # (future, estimated bytes)
         it = iter(todo)
         batch: list[Decoded] = []
-        units = 0
+        units = batch_bytes = 0
+        peak = 0
+
+        def held() -> int:
+            return batch_bytes + sum(decoded_bytes(f.result()[0]) if f.done() else est for f, est in pending)
 
         def refill() -> None:
-            while len(pending) < lookahead:
+            while len(pending) < lookahead and (not pending or held() < budget):
                 nxt = next(it, None)
                 if nxt is None:
                     return
-                pending.append(pool.submit(timed_decode, *nxt))
+                pending.append((pool.submit(timed_decode, *nxt), estimated_bytes(nxt[0])))
 
         refill()
         while pending:
-            d, dt = pending.pop(0).result()
-            refill()
-            summary.timings["decode_s"] += dt
+            d, dt = pending.pop(0)[0].result()
             batch.append(d)
             units += len(d.units)
-            if units >= options.batch_size or len(batch) >= options.batch_size or not pending:
+            batch_bytes += decoded_bytes(d)
+            peak = max(peak, held())
+            refill()
+            summary.timings["decode_s"] += dt
+            if (units >= options.batch_size or len(batch) >= options.batch_size or not pending
+                    or batch_bytes >= budget // 2):
                 t = time.perf_counter()
                 encode_units(model, batch)
                 summary.timings["encode_s"] += time.perf_counter() - t
@@ -289,10 +333,12 @@ def _process(todo: list, model: Model, writer: Writer, summary: Summary, options
                 summary.timings["write_s"] += time.perf_counter() - t
                 bar.update(len(batch))
                 bar.set_postfix(errors=summary.errors, refresh=False)
-                batch, units = [], 0
+                batch, units, batch_bytes = [], 0, 0
                 if time.perf_counter() - last_save > options.save_every_s:
                     t = time.perf_counter()
                     writer.save()
                     summary.timings["index_save_s"] += time.perf_counter() - t
                     last_save = time.perf_counter()
+                refill()
+        summary.timings["decode_held_peak_mb"] = peak / (1 << 20)
     bar.close()

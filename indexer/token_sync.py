@@ -77,8 +77,13 @@ def rebuild_tokens(catalog: Catalog, model: Model, force: bool = False) -> dict[
 def _payloads(path: str, modality: str, items: list[tuple[int, float | None, float | None, str | None]]) -> list[Any]:
     if modality == "image":
         return [decoders.load_image(Path(path))] * len(items)
-    if modality == "audio":
-        audio = decoders.load_audio(Path(path))
-        sr = decoders.SAMPLE_RATE
-        return [audio[int((start or 0) * sr): int(end * sr) if end is not None else None] for _, start, end, _ in items]
+    if modality == "audio":  # the items' windows, decoded one window at a time (never the whole recording)
+        wanted = {round(start or 0.0, 3) for _, start, _, _ in items}
+        windows = {seg.start: seg.samples for seg in decoders.stream_segments(Path(path), silence_dbfs=None)
+                   if seg.start in wanted}
+        missing = wanted - set(windows)
+        if missing:
+            raise decoders.DecodeError(f"{path}: changed since it was indexed (no window at {min(missing)} s); "
+                                       f"re-run `python -m indexer add` on its folder")
+        return [windows[round(start or 0.0, 3)] for _, start, _, _ in items]
     return [content or "" for _, _, _, content in items]

@@ -6,11 +6,13 @@
   composited on white, pixel-count guard against decompression bombs).
 * :func:`stream_audio` / :func:`load_audio` -> mono float32 at 16 kHz (PyAV decodes every container
   ffmpeg knows; torchaudio resamples block by block, bounded memory). :func:`split_segments` cuts long
-  recordings into overlapping windows with their times.
+  recordings into overlapping windows with their times; :func:`stream_segments` yields the same windows
+  while decoding (one window in memory) and skips silent ones.
 * :func:`load_text` -> ``str`` with the encoding detected (charset-normalizer);
   :func:`split_passages` cuts long notes into overlapping passages.
 
-Every failure raises :class:`DecodeError` naming the file and what is wrong.
+Every failure raises :class:`DecodeError` naming the file, what is wrong and what to do. The audio
+functions live in :mod:`retrieval.audio_stream` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,25 +20,21 @@ from __future__ import annotations
 import os
 import re
 import stat
-import time
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
+from .audio_stream import (  # noqa: F401  (re-exported: decoders is the one I/O boundary)
+    MAX_AUDIO_SECONDS, MAX_DECODE_SECONDS, MAX_RESAMPLE_KERNEL, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SAMPLE_RATE,
+    SEGMENT_OVERLAP_SECONDS, SEGMENT_SECONDS, SILENCE_DBFS, AudioSegment, StreamStats, _BlockResampler,
+    level_dbfs, load_audio, split_segments, stream_audio, stream_segments,
+)
+from .decode_errors import DecodeError
+from .decode_errors import check_regular as _regular
+from .decode_errors import short_error as _short
 
-SAMPLE_RATE = 16_000
 MAX_IMAGE_PIXELS = 64_000_000
-SEGMENT_SECONDS = 30.0
-SEGMENT_OVERLAP_SECONDS = 5.0
 MAX_TEXT_BYTES = 5_000_000
-MAX_AUDIO_SECONDS = 4 * 3600  # 4 h of 16 kHz float32 is ~0.9 GB in memory
-MIN_SAMPLE_RATE = 4_000  # below this a recording has no speech band left (a 1 Hz header is damage)
-MAX_SAMPLE_RATE = 768_000  # the highest rate real converters write
-MAX_RESAMPLE_KERNEL = 1_000_000  # p * q of the resampling ratio p/q: the kernel is ~q * (p + 2 width) floats (4 MB)
-MAX_DECODE_SECONDS = 600.0  # one file's decode (any modality) may take at most this long
 PASSAGE_WORDS = 160  # fits a 256-token text encoder with room for word pieces
 PASSAGE_OVERLAP_WORDS = 40
 
@@ -46,22 +44,11 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".mp4a"}
 
 
-class DecodeError(ValueError):
-    """A file could not be decoded; the message names the file and the problem."""
-
-
 @dataclass(frozen=True)
 class Passage:
     start: int  # character offsets into the note
     end: int
     text: str
-
-
-@dataclass(frozen=True)
-class AudioSegment:
-    start: float
-    end: float
-    samples: np.ndarray
 
 
 def _head(path: Path, n: int = 64) -> bytes:
@@ -73,16 +60,6 @@ def _head(path: Path, n: int = 64) -> bytes:
         return os.read(fd, n)
     finally:
         os.close(fd)
-
-
-def _regular(path: Path) -> None:
-    """Refuse what is not a regular file before a decoder opens it (a FIFO would block, a device never ends)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise DecodeError(f"{path}: cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise DecodeError(f"{path}: not a regular file; only regular files can be decoded")
 
 
 def sniff(path: Path) -> str | None:
@@ -169,161 +146,6 @@ def _to_rgb(img):
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
-
-
-# ---------------------------------------------------------------- audio
-class _BlockResampler:
-    """torchaudio's sinc resampler applied block by block, so memory is bounded by the block, not the file.
-
-    The ratio is reduced to ``p/q``; when ``p * q`` would make the kernel huge (a rate that shares no
-    factor with 16 kHz, such as 96,001 Hz: a 16,000 x 96,000 kernel, ~6 GB), it is replaced by the
-    nearest ratio with a small kernel (96,001 -> 6/1: a 0.001 % change of speed, inaudible). Blocks
-    start at multiples of ``p`` with ``pad`` real samples of context on each side, so the output is
-    the same as resampling the whole signal at once (tested).
-    """
-
-    def __init__(self, source_rate: int, target_rate: int, block_s: float = 20.0) -> None:
-        import torchaudio.transforms as T
-
-        ratio = Fraction(source_rate, target_rate)
-        limit = ratio.denominator
-        while ratio.numerator * ratio.denominator > MAX_RESAMPLE_KERNEL and limit > 1:
-            limit //= 2
-            ratio = Fraction(source_rate, target_rate).limit_denominator(limit)
-        self.p, self.q = ratio.numerator, ratio.denominator
-        self.identity = self.p == self.q
-        self.resample = None if self.identity else T.Resample(self.p, self.q)
-        width = 0 if self.identity else int(self.resample.width)
-        self.pad = self.p * -(-(width + 2) // self.p)
-        self.block = self.p * max(1, int(block_s * source_rate) // self.p)
-        self.buf = np.zeros(self.pad, np.float32)  # index 0 = `pad` samples before the next block
-
-    def _run(self, x: np.ndarray, n_out: int) -> np.ndarray:
-        import torch
-
-        out = self.resample(torch.from_numpy(x)).numpy()
-        a = self.pad * self.q // self.p
-        return out[a:a + n_out]
-
-    def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
-        if self.identity:
-            yield samples
-            return
-        self.buf = np.concatenate([self.buf, samples])
-        while len(self.buf) >= 2 * self.pad + self.block:
-            yield self._run(self.buf[: 2 * self.pad + self.block], self.block * self.q // self.p)
-            self.buf = self.buf[self.block:]
-
-    def flush(self) -> Iterator[np.ndarray]:
-        if self.identity:
-            return
-        rest = len(self.buf) - self.pad
-        if rest > 0:
-            x = np.concatenate([self.buf, np.zeros(self.pad, np.float32)])
-            yield self._run(x, -(-rest * self.q // self.p))
-        self.buf = np.zeros(0, np.float32)
-
-
-def stream_audio(
-    path: Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_AUDIO_SECONDS,
-    max_decode_s: float = MAX_DECODE_SECONDS,
-) -> Iterator[np.ndarray]:
-    """Mono float32 chunks in [-1, 1] at ``sample_rate``, decoded and resampled a block at a time.
-
-    Memory is bounded by a few seconds of audio whatever the file's length or rate; refuses sample
-    rates outside [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE], recordings over ``max_seconds`` and decodes
-    that take longer than ``max_decode_s`` (a damaged file the demuxer crawls through).
-    """
-    import av
-
-    path = Path(path)
-    _regular(path)
-    deadline = time.monotonic() + max_decode_s
-    max_out = int(max_seconds * sample_rate)
-    produced = 0
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise DecodeError(f"{path}: no audio stream found; is it a video or a damaged file?")
-            stream = container.streams.audio[0]
-            source_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-            _check_rate(path, source_rate)
-            mixer = av.AudioResampler(format="fltp", layout="mono", rate=source_rate)
-            resampler = _BlockResampler(source_rate, sample_rate)
-
-            def emit(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-                nonlocal produced
-                for chunk in chunks:
-                    if len(chunk):
-                        produced += len(chunk)
-                        if produced > max_out:
-                            raise DecodeError(f"{path}: recording is longer than {max_seconds / 3600:g} h "
-                                              f"({max_seconds:g} s); split it into shorter files")
-                        yield np.clip(chunk, -1.0, 1.0).astype(np.float32, copy=False)
-                if time.monotonic() > deadline:
-                    raise DecodeError(f"{path}: decoding took longer than {max_decode_s:g} s; the file is "
-                                      f"probably damaged: re-encode it (e.g. `ffmpeg -i in -ar 16000 out.flac`)")
-
-            for frame in container.decode(stream):
-                for out in mixer.resample(frame):
-                    yield from emit(resampler.push(out.to_ndarray().reshape(-1).astype(np.float32)))
-            for out in mixer.resample(None):
-                yield from emit(resampler.push(out.to_ndarray().reshape(-1).astype(np.float32)))
-            yield from emit(resampler.flush())
-    except DecodeError:
-        raise
-    except MemoryError:
-        raise DecodeError(f"{path}: ran out of memory while decoding; re-encode it at 16 kHz mono") from None
-    except Exception as exc:
-        raise DecodeError(f"{path}: not a readable audio file ({_short(exc)}); check that it plays, "
-                          f"or re-encode it (e.g. `ffmpeg -i in -ar 16000 out.flac`)") from None
-    if produced == 0:
-        raise DecodeError(f"{path}: audio has no samples (empty recording)")
-
-
-def _check_rate(path: Path, rate: int) -> None:
-    if not rate:
-        raise DecodeError(f"{path}: audio stream declares no sample rate; re-encode it (e.g. "
-                          f"`ffmpeg -i in -ar 16000 out.flac`)")
-    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise DecodeError(f"{path}: sample rate {rate:,} Hz is outside the {MIN_SAMPLE_RATE:,}-{MAX_SAMPLE_RATE:,} Hz "
-                          f"range of real recordings (damaged header?); re-encode it at 16 kHz "
-                          f"(e.g. `ffmpeg -i in -ar 16000 out.flac`)")
-
-
-def _short(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg[:200]}" if msg else type(exc).__name__
-
-
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at ``sample_rate``; refuses recordings over ``max_seconds``."""
-    return np.concatenate(list(stream_audio(path, sample_rate, max_seconds))).astype(np.float32, copy=False)
-
-
-def split_segments(
-    audio: np.ndarray,
-    sample_rate: int = SAMPLE_RATE,
-    window: float = SEGMENT_SECONDS,
-    overlap: float = SEGMENT_OVERLAP_SECONDS,
-) -> list[AudioSegment]:
-    """Whole clip if it fits one window, else overlapping windows with their times."""
-    total = len(audio) / sample_rate
-    if total <= window:
-        return [AudioSegment(0.0, round(total, 3), audio)]
-    hop = window - overlap
-    segments = []
-    start = 0.0
-    while True:
-        end = min(start + window, total)
-        a, b = int(start * sample_rate), int(end * sample_rate)
-        segments.append(AudioSegment(round(start, 3), round(end, 3), audio[a:b]))
-        if end >= total:
-            break
-        start += hop
-        if total - start < overlap:  # the tail is already inside the last window
-            break
-    return segments
 
 
 # ---------------------------------------------------------------- text
