@@ -112,7 +112,8 @@ def stream_audio(
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise DecodeError(f"{path}: no audio stream found; is it a video or a damaged file?")
+                raise DecodeError(f"{path}: no audio stream found (damaged, or not audio at all); check that it "
+                                  f"plays, or re-encode it (e.g. `ffmpeg -i in -ar 16000 out.flac`)")
             stream = container.streams.audio[0]
             source_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
             _check_rate(path, source_rate)

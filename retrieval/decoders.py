@@ -77,8 +77,10 @@ def sniff(path: Path) -> str | None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) and suffix in TEXT_EXTENSIONS:
         return "text"  # UTF-16 byte-order mark
     kind = _magic_modality(head)
+    if kind == "audio?" and suffix in IMAGE_EXTENSIONS | TEXT_EXTENSIONS:
+        kind = None  # a weak MPEG-frame match (any 3 bytes can pass it) loses to the extension
     if kind:
-        return kind
+        return kind.rstrip("?")
     if suffix in TEXT_EXTENSIONS:
         return "text"
     if suffix in IMAGE_EXTENSIONS:
@@ -99,7 +101,7 @@ def _magic_modality(head: bytes) -> str | None:
         return "audio"
     if len(head) > 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) in (0x02, 0x04) \
             and (head[2] >> 4) not in (0, 15) and ((head[2] >> 2) & 3) != 3:
-        return "audio"  # MPEG layer II/III frame header without an ID3 tag
+        return "audio?"  # MPEG layer II/III frame header without an ID3 tag: a weak match
     if head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B ", b"mp42", b"isom", b"dash", b"3gp4"):
         return "audio"
     return None
@@ -173,7 +175,8 @@ def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
     # NUL cannot be stored by Postgres (and is never meant in a note): a few stray ones are dropped
     text = text.replace("\r\n", "\n").replace("\x00", "").strip()
     if not text:
-        raise DecodeError(f"{path}: text file is empty")
+        raise DecodeError(f"{path}: text file is empty (or only blanks); nothing to index: write the note or "
+                          f"delete it")
     return text
 
 
