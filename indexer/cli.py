@@ -15,7 +15,8 @@ from retrieval.index import IndexMismatchError
 from . import repository as repo
 from .catalog import Catalog, CatalogBusyError
 from .db import data_dir_from
-from .pipeline import AddOptions, ModelMismatchError, add, rebuild_tokens, resolve_model
+from .pipeline import AddOptions, ModelMismatchError, add, check_roots, resolve_model
+from .token_sync import missing_tokens, rebuild_tokens
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     data_dir = data_dir_from(args.data_dir)
+    if args.command == "add":
+        try:  # before the catalog exists: a mistyped path must not create an empty one
+            check_roots(args.paths)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         catalog = Catalog(data_dir)
     except Exception as exc:
@@ -76,9 +83,10 @@ def _add(args: argparse.Namespace, catalog: Catalog) -> int:
         print(json.dumps(summary.as_dict()))
     else:
         d = summary.as_dict()
+        known = f" (+{d['known_errors']} still broken from earlier runs)" if d["known_errors"] else ""
         print(f"added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
-              f"removed {d['removed']}, errors {d['errors']} in {d['timings']['total_s']:.1f}s"
-              + ("  (see `python -m indexer errors`)" if d["errors"] else ""))
+              f"removed {d['removed']}, errors {d['errors']}{known} in {d['timings']['total_s']:.1f}s"
+              + ("  (see `python -m indexer errors`)" if d["errors"] or d["known_errors"] else ""))
     return 0
 
 
@@ -107,10 +115,6 @@ def _rebuild(args: argparse.Namespace, catalog: Catalog) -> int:
         for modality in present:
             idx = catalog.rebuild_index(modality, model, checksums, revision, factory=args.index_factory)
             counts[modality] = {"count": idx.count, "factory": idx.manifest.factory}
-        if args.tokens:
-            import shutil
-
-            shutil.rmtree(catalog.token_store().root, ignore_errors=True)
         tokens = rebuild_tokens(catalog, resolve_model(catalog, model), force=args.tokens)
     finally:
         catalog.unlock()
@@ -130,7 +134,7 @@ def _status(args: argparse.Namespace, catalog: Catalog) -> int:
         run = repo.last_run(s)
         last = {"started_at": run.started_at.isoformat(), "summary": run.summary} if run else None
     out = {"data_dir": str(catalog.data_dir), "model": model, "revision": revision, "items": counts,
-           "errors": errors, "last_run": last}
+           "errors": errors, "tokens_missing": missing_tokens(catalog), "last_run": last}
     print(json.dumps(out, default=str) if args.json else json.dumps(out, indent=2, default=str))
     return 0
 

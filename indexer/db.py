@@ -2,7 +2,8 @@
 
 ``DATABASE_URL`` chooses the database; the default is ``DATA_DIR/catalog.sqlite3``.
 Opening a catalog upgrades its schema to Alembic head (the same migrations the
-`alembic` command runs), so a fresh data directory just works.
+`alembic` command runs), so a fresh data directory just works; the upgrade is one
+transaction on SQLite too (see :func:`upgrade_to_head`).
 """
 
 from __future__ import annotations
@@ -44,15 +45,76 @@ def make_engine(url: str) -> Engine:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Run Alembic migrations up to head on ``engine``."""
+    """Run Alembic migrations up to head on ``engine``, atomically.
+
+    Postgres runs DDL in the migration's transaction. SQLite's Python driver does not (it commits
+    before each ``CREATE``), so a ``kill -9`` during the first migration used to leave tables without
+    an ``alembic_version`` row, and every later command failed with "table files already exists".
+    Here SQLite migrations run on a connection whose driver leaves transactions to us, inside one
+    ``BEGIN IMMEDIATE`` ... ``COMMIT`` (a kill rolls everything back), and a catalog half built by an
+    older version (schema tables but no version and no data) is dropped and built again.
+    """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    migrate = _sqlite_migration_engine(engine) if engine.dialect.name == "sqlite" else engine
+    try:
+        with migrate.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                _drop_half_built_sqlite_schema(conn)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        if migrate is not engine:
+            migrate.dispose()
+
+
+def _sqlite_migration_engine(engine: Engine) -> Engine:
+    """A throwaway engine on the same SQLite file whose transactions are real (DDL included)."""
+    from sqlalchemy.pool import NullPool
+
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return engine  # nothing to protect: the database dies with the process
+    migrate = create_engine(engine.url, poolclass=NullPool, connect_args={"timeout": 60})
+
+    @event.listens_for(migrate, "connect")
+    def _connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # the driver stops issuing (and skipping) BEGIN/COMMIT itself
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+
+    @event.listens_for(migrate, "begin")
+    def _begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # one writer migrates; the others wait, then see head
+
+    return migrate
+
+
+_SCHEMA_TABLES = ("embeddings", "items", "files", "runs", "state")
+
+
+def _drop_half_built_sqlite_schema(conn) -> None:  # noqa: ANN001
+    """Drop the tables a migration killed before it recorded its version left behind, if they hold no data."""
+    names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "alembic_version" in names and conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar():
+        return
+    ours = [t for t in _SCHEMA_TABLES if t in names]
+    if not ours:
+        return
+    if any(conn.exec_driver_sql(f'SELECT count(*) FROM "{t}"').scalar() for t in ours if t != "state"):
+        raise RuntimeError(
+            f"the catalog {conn.engine.url.database} has data but no schema version (alembic_version); "
+            f"it was not made by this indexer or was damaged: move it away and re-run the indexer to rebuild it"
+        )
+    for name in sorted(names):
+        if name.startswith("items_fts") and not name.startswith("items_fts_"):
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')  # FTS5 drops its shadow tables itself
+    for name in ours:
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+    conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
 
 
 def open_sessionmaker(

@@ -60,6 +60,8 @@ class File(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)  # "ok" | "error"
     error: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    dev: Mapped[int | None] = mapped_column(BigInteger)  # st_dev / st_ino of the indexed regular file (0003),
+    inode: Mapped[int | None] = mapped_column(BigInteger)  # checked before the web UI serves it
 
 
 class Item(Base):

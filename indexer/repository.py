@@ -41,6 +41,9 @@ class KnownFile:
     mtime_ns: int
     sha256: str | None
     status: str
+    error: str | None = None
+    dev: int | None = None
+    inode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,16 +83,36 @@ def known_files_under(s: Session, roots: Sequence[str]) -> dict[str, KnownFile]:
     out: dict[str, KnownFile] = {}
     for root in roots:
         prefix = root.rstrip("/") + "/"
-        q = select(File.path, File.id, File.size, File.mtime_ns, File.sha256, File.status).where(
-            (File.path == root) | File.path.startswith(prefix, autoescape=True)
-        )
-        for path, fid, size, mtime, sha, status in s.execute(q):
-            out[path] = KnownFile(fid, size, mtime, sha, status)
+        q = select(File.path, File.id, File.size, File.mtime_ns, File.sha256, File.status, File.error, File.dev,
+                   File.inode).where((File.path == root) | File.path.startswith(prefix, autoescape=True))
+        for path, fid, size, mtime, sha, status, error, dev, inode in s.execute(q):
+            out[path] = KnownFile(fid, size, mtime, sha, status, error, dev, inode)
     return out
 
 
-def touch_file(s: Session, file_id: int, size: int, mtime_ns: int) -> None:
-    s.execute(update(File).where(File.id == file_id).values(size=size, mtime_ns=mtime_ns))
+def touch_file(s: Session, file_id: int, size: int, mtime_ns: int, dev: int | None = None,
+               inode: int | None = None) -> None:
+    values: dict = {"size": size, "mtime_ns": mtime_ns}
+    if dev is not None and inode is not None:
+        values.update(dev=_int64(dev), inode=_int64(inode))
+    s.execute(update(File).where(File.id == file_id).values(**values))
+
+
+def _int64(value: int) -> int:
+    """An unsigned 64-bit st_dev/st_ino as a signed BIGINT (``indexer.sources.as_int64``)."""
+    value = int(value)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def error_paths_under(s: Session, roots: Sequence[str]) -> set[str]:
+    """Paths at or below ``roots`` recorded as errors."""
+    out: set[str] = set()
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        q = select(File.path).where(File.status == "error",
+                                    (File.path == root) | File.path.startswith(prefix, autoescape=True))
+        out |= {p for (p,) in s.execute(q)}
+    return out
 
 
 def item_ids_of_files(s: Session, file_ids: Iterable[int]) -> list[tuple[int, str]]:
@@ -118,13 +141,16 @@ def delete_files(s: Session, file_ids: Sequence[int]) -> list[tuple[int, str]]:
 
 def upsert_file(
     s: Session, *, path: str, file_id: int | None, modality: str | None, size: int, mtime_ns: int,
-    sha256: str | None, error: str | None,
+    sha256: str | None, error: str | None, dev: int | None = None, inode: int | None = None,
 ) -> File:
+    """Insert or update a file row; ``dev``/``inode`` identify the regular file served later (0003)."""
     row = s.get(File, file_id) if file_id is not None else None
     if row is None:
         row = File(path=path)
         s.add(row)
     row.modality, row.size, row.mtime_ns, row.sha256 = modality, size, mtime_ns, sha256
+    row.dev = None if dev is None else _int64(dev)
+    row.inode = None if inode is None else _int64(inode)
     row.status, row.error, row.indexed_at = ("error" if error else "ok"), error, utcnow()
     s.flush()
     return row
@@ -177,6 +203,14 @@ def item_hits(s: Session, ids: Sequence[int]) -> dict[int, dict]:
     return out
 
 
+def item_ids(s: Session, modalities: Iterable[str] | None = None) -> set[int]:
+    """Ids of every item (of ``modalities`` when given)."""
+    q = select(Item.id)
+    if modalities is not None:
+        q = q.where(Item.modality.in_(list(modalities)))
+    return {int(i) for (i,) in s.execute(q)}
+
+
 def item_counts(s: Session) -> dict[str, int]:
     return {m: n for m, n in s.execute(select(Item.modality, func.count()).group_by(Item.modality))}
 
@@ -216,16 +250,16 @@ def item_detail(s: Session, item_id: int) -> dict | None:
     """One item with its file's metadata, or None."""
     row = s.execute(
         select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, Item.extra, File.id, File.path,
-               File.size, File.mtime_ns, File.sha256, File.indexed_at)
+               File.size, File.mtime_ns, File.sha256, File.indexed_at, File.dev, File.inode)
         .join(File, File.id == Item.file_id)
         .where(Item.id == item_id)
     ).one_or_none()
     if row is None:
         return None
-    iid, modality, start, end, content, extra, fid, path, size, mtime_ns, sha, indexed_at = row
+    iid, modality, start, end, content, extra, fid, path, size, mtime_ns, sha, indexed_at, dev, inode = row
     return {"id": iid, "modality": modality, "start": start, "end": end, "content": content, "extra": extra or {},
             "file": {"id": fid, "path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha,
-                     "indexed_at": indexed_at}}
+                     "indexed_at": indexed_at, "dev": dev, "inode": inode}}
 
 
 def items_of_file(s: Session, file_id: int) -> list[dict]:

@@ -4,30 +4,37 @@
   extension only for plain text, which has no magic.
 * :func:`load_image` -> RGB ``PIL.Image`` (EXIF orientation applied, transparency
   composited on white, pixel-count guard against decompression bombs).
-* :func:`load_audio` -> mono float32 at 16 kHz (PyAV decodes every container
-  ffmpeg knows; torchaudio resamples). :func:`split_segments` cuts long
-  recordings into overlapping windows with their times.
+* :func:`stream_audio` / :func:`load_audio` -> mono float32 at 16 kHz (PyAV decodes every container
+  ffmpeg knows; torchaudio resamples block by block, bounded memory). :func:`split_segments` cuts long
+  recordings into overlapping windows with their times; :func:`stream_segments` yields the same windows
+  while decoding (one window in memory) and skips silent ones.
 * :func:`load_text` -> ``str`` with the encoding detected (charset-normalizer);
   :func:`split_passages` cuts long notes into overlapping passages.
 
-Every failure raises :class:`DecodeError` naming the file and what is wrong.
+Every failure raises :class:`DecodeError` naming the file, what is wrong and what to do. The audio
+functions live in :mod:`retrieval.audio_stream` and are re-exported here.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from .audio_stream import (  # noqa: F401  (re-exported: decoders is the one I/O boundary)
+    MAX_AUDIO_SECONDS, MAX_DECODE_SECONDS, MAX_RESAMPLE_KERNEL, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SAMPLE_RATE,
+    SEGMENT_OVERLAP_SECONDS, SEGMENT_SECONDS, SILENCE_DBFS, AudioSegment, StreamStats, _BlockResampler,
+    level_dbfs, load_audio, split_segments, stream_audio, stream_segments,
+)
+from .decode_errors import DecodeError
+from .decode_errors import check_regular as _regular
+from .decode_errors import short_error as _short
 
-SAMPLE_RATE = 16_000
 MAX_IMAGE_PIXELS = 64_000_000
-SEGMENT_SECONDS = 30.0
-SEGMENT_OVERLAP_SECONDS = 5.0
 MAX_TEXT_BYTES = 5_000_000
-MAX_AUDIO_SECONDS = 4 * 3600  # 4 h of 16 kHz float32 is ~0.9 GB in memory
 PASSAGE_WORDS = 160  # fits a 256-token text encoder with room for word pieces
 PASSAGE_OVERLAP_WORDS = 40
 
@@ -37,10 +44,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".mp4a"}
 
 
-class DecodeError(ValueError):
-    """A file could not be decoded; the message names the file and the problem."""
-
-
 @dataclass(frozen=True)
 class Passage:
     start: int  # character offsets into the note
@@ -48,16 +51,15 @@ class Passage:
     text: str
 
 
-@dataclass(frozen=True)
-class AudioSegment:
-    start: float
-    end: float
-    samples: np.ndarray
-
-
 def _head(path: Path, n: int = 64) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
+    """The first bytes of a regular file; b"" for anything else (never blocks on a FIFO or a device)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, n)
+    finally:
+        os.close(fd)
 
 
 def sniff(path: Path) -> str | None:
@@ -75,8 +77,10 @@ def sniff(path: Path) -> str | None:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) and suffix in TEXT_EXTENSIONS:
         return "text"  # UTF-16 byte-order mark
     kind = _magic_modality(head)
+    if kind == "audio?" and suffix in IMAGE_EXTENSIONS | TEXT_EXTENSIONS:
+        kind = None  # a weak MPEG-frame match (any 3 bytes can pass it) loses to the extension
     if kind:
-        return kind
+        return kind.rstrip("?")
     if suffix in TEXT_EXTENSIONS:
         return "text"
     if suffix in IMAGE_EXTENSIONS:
@@ -97,7 +101,7 @@ def _magic_modality(head: bytes) -> str | None:
         return "audio"
     if len(head) > 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and (head[1] & 0x06) in (0x02, 0x04) \
             and (head[2] >> 4) not in (0, 15) and ((head[2] >> 2) & 3) != 3:
-        return "audio"  # MPEG layer II/III frame header without an ID3 tag
+        return "audio?"  # MPEG layer II/III frame header without an ID3 tag: a weak match
     if head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B ", b"mp42", b"isom", b"dash", b"3gp4"):
         return "audio"
     return None
@@ -109,6 +113,7 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
     from PIL import Image, ImageOps
 
     path = Path(path)
+    _regular(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -126,9 +131,13 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"{path}: refused as a decompression bomb ({exc})") from None
+        raise DecodeError(f"{path}: refused as a decompression bomb ({exc}); downscale it if it is a real "
+                          f"picture") from None
+    except MemoryError:
+        raise DecodeError(f"{path}: ran out of memory decoding the image; downscale or re-save it") from None
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
-        raise DecodeError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise DecodeError(f"{path}: not a readable image, truncated or damaged ({_short(exc)}); check that it "
+                          f"opens in an image viewer, or re-save it") from None
 
 
 def _to_rgb(img):
@@ -141,84 +150,21 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-# ---------------------------------------------------------------- audio
-def load_audio(path: Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] at ``sample_rate``; refuses recordings over ``max_seconds``."""
-    import av
-    import torch
-    import torchaudio.functional as AF
-
-    path = Path(path)
-    chunks: list[np.ndarray] = []
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise DecodeError(f"{path}: no audio stream found")
-            stream = container.streams.audio[0]
-            source_rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-            resampler = av.AudioResampler(format="fltp", layout="mono", rate=source_rate or None)
-            decoded = 0
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    decoded += len(chunks[-1])
-                if source_rate and decoded > max_seconds * source_rate:
-                    raise DecodeError(
-                        f"{path}: recording is longer than {max_seconds / 3600:g} h; split it into shorter files"
-                    )
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-    except DecodeError:
-        raise
-    except Exception as exc:
-        raise DecodeError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from None
-    if not chunks or sum(len(c) for c in chunks) == 0:
-        raise DecodeError(f"{path}: audio has no samples (empty recording)")
-    audio = np.concatenate(chunks).astype(np.float32)
-    if not source_rate:
-        raise DecodeError(f"{path}: audio stream declares no sample rate")
-    if source_rate != sample_rate:
-        audio = AF.resample(torch.from_numpy(audio), source_rate, sample_rate).numpy()
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
-
-
-def split_segments(
-    audio: np.ndarray,
-    sample_rate: int = SAMPLE_RATE,
-    window: float = SEGMENT_SECONDS,
-    overlap: float = SEGMENT_OVERLAP_SECONDS,
-) -> list[AudioSegment]:
-    """Whole clip if it fits one window, else overlapping windows with their times."""
-    total = len(audio) / sample_rate
-    if total <= window:
-        return [AudioSegment(0.0, round(total, 3), audio)]
-    hop = window - overlap
-    segments = []
-    start = 0.0
-    while True:
-        end = min(start + window, total)
-        a, b = int(start * sample_rate), int(end * sample_rate)
-        segments.append(AudioSegment(round(start, 3), round(end, 3), audio[a:b]))
-        if end >= total:
-            break
-        start += hop
-        if total - start < overlap:  # the tail is already inside the last window
-            break
-    return segments
-
-
 # ---------------------------------------------------------------- text
 def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Text with its encoding detected; never raises on odd encodings."""
     path = Path(path)
+    _regular(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
     except OSError as exc:
         raise DecodeError(f"{path}: cannot read ({exc.strerror})") from None
     if len(data) > max_bytes:
-        raise DecodeError(f"{path}: text file is {len(data):,} bytes, over the {max_bytes:,} limit; split it")
-    if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DecodeError(f"{path}: looks binary, not text")
+        raise DecodeError(f"{path}: text file is over the {max_bytes:,} byte limit; split it into smaller notes")
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not utf16 and (b"\x00" in data[:4096] or data.count(b"\x00") > len(data) // 100):
+        raise DecodeError(f"{path}: looks binary, not text (NUL bytes); if it is a note, save it as UTF-8 text")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16", errors="replace")
     else:
@@ -226,9 +172,11 @@ def load_text(path: Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
             text = _guess_legacy_encoding(data)
-    text = text.replace("\r\n", "\n").strip()
+    # NUL cannot be stored by Postgres (and is never meant in a note): a few stray ones are dropped
+    text = text.replace("\r\n", "\n").replace("\x00", "").strip()
     if not text:
-        raise DecodeError(f"{path}: text file is empty")
+        raise DecodeError(f"{path}: text file is empty (or only blanks); nothing to index: write the note or "
+                          f"delete it")
     return text
 
 

@@ -10,6 +10,11 @@ its ``text``. A query has one view per input.
 The store keeps one small ``.tok`` file per item (a JSON header, then float16
 rows; at most ~33 tokens per view), sharded into folders of 4096 ids, under ``<data dir>/tokens``; it is
 written by the indexer beside the embeddings and rebuilt by ``indexer rebuild``.
+
+A full rebuild never deletes the store it replaces: :meth:`TokenStore.begin_rebuild` gives a new store
+beside it (``tokens.new``), :meth:`TokenStore.commit_rebuild` marks it complete and swaps it in with two
+renames. A process killed at any point leaves either the old store or the complete new one in place;
+the next :class:`TokenStore` opened on the folder finishes or undoes the swap (:meth:`TokenStore.recover`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,82 @@ class TokenStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.recover()
+
+    # ---- full rebuilds: write beside, then swap ------------------------
+    @property
+    def _new(self) -> Path:
+        return self.root.with_name(self.root.name + ".new")
+
+    @property
+    def _old(self) -> Path:
+        return self.root.with_name(self.root.name + ".old")
+
+    def recover(self) -> None:
+        """Finish (or undo) a swap that a killed rebuild left half done. An incomplete ``<root>.new`` is left
+        alone (a rebuild may be writing it); the next :meth:`begin_rebuild` clears it."""
+        import shutil
+
+        try:
+            if not self.root.exists():
+                if (self._new / "COMPLETE").is_file():
+                    self._new.rename(self.root)  # killed between the two renames: the new store is whole
+                elif self._old.exists():
+                    self._old.rename(self.root)  # killed before the new store was complete: keep the old
+            if self.root.exists() and self._old.exists():
+                shutil.rmtree(self._old, ignore_errors=True)
+            (self.root / "COMPLETE").unlink(missing_ok=True)
+        except FileNotFoundError:  # another process finished the same swap first
+            pass
+
+    def discard_incomplete_rebuild(self) -> None:
+        """Delete what a killed full rebuild left beside the store (call only while holding the writer lock)."""
+        import shutil
+
+        self.recover()
+        if self.root.exists() and self._new.exists():
+            shutil.rmtree(self._new, ignore_errors=True)
+
+    def begin_rebuild(self) -> "TokenStore":
+        """An empty store beside this one (``<root>.new``) for a full rebuild; this one stays in use meanwhile."""
+        import shutil
+
+        shutil.rmtree(self._new, ignore_errors=True)
+        self._new.mkdir(parents=True)
+        fresh = TokenStore.__new__(TokenStore)
+        fresh.root = self._new
+        return fresh
+
+    def commit_rebuild(self, fresh: "TokenStore") -> None:
+        """Swap a store from :meth:`begin_rebuild` in place of this one (two renames; see :meth:`recover`)."""
+        import shutil
+
+        (fresh.root / "COMPLETE").write_text("ok")
+        if self.root.exists():
+            shutil.rmtree(self._old, ignore_errors=True)
+            self.root.rename(self._old)
+        try:
+            fresh.root.rename(self.root)
+        except FileNotFoundError:
+            if not self.root.exists():
+                raise
+        self.recover()
+
+    def has_manifest(self) -> bool:
+        """Whether any token features were ever written here (by a model that has them)."""
+        return (self.root / "manifest.json").is_file()
+
+    def copy_from(self, other: "TokenStore", ids: Iterable[int]) -> int:
+        """Copy the token files of ``ids`` that ``other`` has (kept when an item's file no longer decodes)."""
+        n = 0
+        for item_id in ids:
+            src = other._path(item_id)
+            if src.is_file():
+                dst = self._path(item_id)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(src.read_bytes())
+                n += 1
+        return n
 
     def _path(self, item_id: int) -> Path:
         return self.root / f"{int(item_id) // SHARD:05d}" / f"{int(item_id)}.tok"

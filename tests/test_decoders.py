@@ -162,3 +162,64 @@ def test_overlong_recording_is_refused(tmp_path):
     with pytest.raises(DecodeError, match="longer than .* split it"):
         decoders.load_audio(path, max_seconds=2)
     assert len(decoders.load_audio(path, max_seconds=10)) == 16000 * 5
+
+
+# ---------------------------------------------------------------- sample rates and budgets (issue 13, item 1)
+_DECODE_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))  # a runaway allocation fails here, not the machine
+from retrieval import decoders
+audio = decoders.load_audio(sys.argv[1])
+print(len(audio))
+"""
+
+
+def test_sample_rate_coprime_with_16k_decodes_in_bounded_memory(tmp_path):
+    """96,001 Hz shares no factor with 16 kHz: torchaudio's exact kernel would be 16,000 x 96,000 (~6 GB)."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "odd.wav"
+    sf.write(path, (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32), 96001,
+             subtype="PCM_16")  # 32 KB
+    assert path.stat().st_size < 40_000
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-c", _DECODE_CHILD, str(path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert abs(int(proc.stdout.strip()) - 16000 * 16000 / 96001) < 2
+    assert peak_mb < 1500 or before / 1024 >= 1500, f"peak RSS {peak_mb:.0f} MB decoding a 32 KB file"
+    kernel = decoders._BlockResampler(96001, 16000)
+    assert kernel.p * kernel.q <= decoders.MAX_RESAMPLE_KERNEL
+
+
+@pytest.mark.parametrize("rate", [44100, 22050, 11025, 48000])
+def test_block_resampling_equals_whole_signal_resampling(tmp_path, rate):
+    import torch
+    import torchaudio.functional as AF
+
+    x = (np.random.default_rng(rate).standard_normal(rate * 47) * 0.1).astype(np.float32)  # several blocks
+    sf.write(tmp_path / "x.wav", x, rate, subtype="FLOAT")
+    got = decoders.load_audio(tmp_path / "x.wav")
+    want = np.clip(AF.resample(torch.from_numpy(x), rate, 16000).numpy(), -1, 1)
+    assert len(got) == len(want)
+    assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("rate", [1, 1000, 3999])
+def test_absurd_sample_rates_are_refused_with_a_fix(tmp_path, rate):
+    path = tmp_path / f"r{rate}.wav"
+    sf.write(path, np.zeros(100, np.float32), rate, subtype="PCM_16")
+    with pytest.raises(DecodeError, match=r"sample rate .* Hz is outside .* re-encode it"):
+        decoders.load_audio(path)
+
+
+def test_decode_time_budget(tmp_path):
+    path = tmp_path / "tone.wav"
+    sf.write(path, np.zeros(16000 * 3, np.float32), 16000)
+    with pytest.raises(DecodeError, match="took longer than"):
+        list(decoders.stream_audio(path, max_decode_s=0))

@@ -49,12 +49,18 @@ def item(item_id: int):
 
 
 def _source(item_id: int) -> tuple[dict, Path]:
-    """An item and its file on disk: the path comes from the catalog, never from the request."""
+    """An item and its file on disk: the path comes from the catalog, never from the request, and the file
+    must still be the regular file that was indexed (else 404)."""
+    from indexer.sources import describe as describe_source, verify_source
+
     row = load_item(engine(), item_id)
     path = Path(row["file"]["path"])
     if not path.is_file():
         raise ApiError(f"the file of item {item_id} is no longer at {path}; re-run `python -m indexer add` on its "
                        "folder", 404, "file_missing")
+    if not verify_source(path, row["file"]):  # same device/inode, size and mtime as when indexed
+        raise ApiError(f"the file of item {item_id} at {path} {describe_source(path)}, so it is not served; re-run "
+                       "`python -m indexer add` on its folder", 404, "file_changed")
     return row, path
 
 

@@ -117,12 +117,55 @@ def _fetch_pretrained(arch: str, tag: str, cfg: dict) -> Path:
         f"(~/.cache/huggingface, or the folder HF_HOME points to) to this machine, or pass a local checkpoint: "
         f"--model openclip:{arch}/path/to/checkpoint.safetensors"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if _offline_flag():
         raise ModelError(f"OpenCLIP weights for '{arch}/{tag}' are not in the local cache and HF_HUB_OFFLINE is set. {how}")
+    host = _download_host(cfg)
+    if not _reachable(host):  # else the download retries for about a minute before failing
+        raise ModelError(f"OpenCLIP weights for '{arch}/{tag}' are not in the local cache and {host} cannot be "
+                         f"reached (offline?). {how}")
     try:
         return Path(download_pretrained(cfg))
     except Exception as exc:
         raise ModelError(f"could not download OpenCLIP weights for '{arch}/{tag}' ({type(exc).__name__}). {how}") from None
+
+
+PROBE_TIMEOUT_S = 3.0
+
+
+def _offline_flag() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _download_host(cfg: dict) -> str:
+    """The host open_clip would download ``cfg``'s weights from."""
+    from urllib.parse import urlparse
+
+    if cfg.get("hf_hub"):
+        return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    return urlparse(cfg.get("url") or "").hostname or "huggingface.co"
+
+
+def _reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (name lookup included: it runs in a
+    thread, since ``getaddrinfo`` has no timeout of its own). A proxy in the environment counts as reachable."""
+    import socket
+    import threading
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(result and result[0])
 
 
 class OpenClipImage(Tower):

@@ -1,7 +1,9 @@
 """Speech by ASR cascade: Whisper (faster-whisper) transcript -> a text tower.
 
 The transcript, its segments (with times) and the ASR's mean log-probability are
-returned as per-item notes so the indexer can store them as metadata.
+returned as per-item notes so the indexer can store them as metadata. Audio without
+speech (silence, noise, music: :func:`has_speech`, voice-activity detection) is not
+transcribed, so Whisper's hallucinated "You" never becomes a transcript.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class WhisperAsr:
         self.beam_size = beam_size
 
     def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
+        """Transcript, segments and mean log-probability; nothing for audio without speech (Whisper would
+        hallucinate "You" or "Thank you." on silence and noise), which is not decoded at all."""
+        if not has_speech(np.asarray(audio, dtype=np.float32)):
+            return {"transcript": "", "segments": [], "asr_logprob": None}
         segments, _info = self.model.transcribe(
             np.asarray(audio, dtype=np.float32),
             language="en",
@@ -50,6 +56,22 @@ class WhisperAsr:
         text = " ".join(s["text"] for s in segs if s["text"]).strip()
         logprob = float(np.mean([s["avg_logprob"] for s in segs])) if segs else float("-inf")
         return {"transcript": text, "segments": segs, "asr_logprob": round(logprob, 4) if segs else None}
+
+
+SILENCE_DBFS = -60.0  # as retrieval.decoders.SILENCE_DBFS
+
+
+def has_speech(audio: np.ndarray) -> bool:
+    """Whether ``audio`` (16 kHz mono) holds speech: loud enough, and Silero voice-activity detection
+    (faster-whisper's ``faster_whisper.vad``, ~0.1 s per 30 s on a CPU) finds at least one stretch of it."""
+    if len(audio) == 0:
+        return False
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms <= 0 or 20 * np.log10(rms) < SILENCE_DBFS:
+        return False
+    from faster_whisper.vad import get_speech_timestamps
+
+    return bool(get_speech_timestamps(audio, sampling_rate=SAMPLE_RATE))
 
 
 FRAME_S = 0.02

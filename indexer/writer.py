@@ -1,0 +1,244 @@
+"""Writer: one database transaction per batch (files, items, embeddings, revision bump), then the
+in-memory FAISS indices and the token store; the batch types the mapper hands it.
+
+A batch the database refuses (a name or text it cannot store) is written file by file, and a file it
+still refuses is recorded as that file's error, so one bad file never fails a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from retrieval.encoders import Model
+from retrieval.index import VectorIndex, resolve_factory
+
+from . import repository as repo
+from .catalog import Catalog
+from .scanner import Candidate, Skipped
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    modality: str
+    payload: Any
+    start_s: float | None = None
+    end_s: float | None = None
+    content: str | None = None
+    extra: dict | None = None
+    vector: np.ndarray | None = None
+    views: dict[str, np.ndarray] | None = None  # token features for the re-ranker (see retrieval.tokens)
+    source: str = ""  # the file's path (an image's name words become a view)
+
+
+@dataclass
+class Decoded:
+    candidate: Candidate
+    known: repo.KnownFile | None
+    sha256: str | None = None
+    units: list[Unit] = field(default_factory=list)
+    error: str | None = None
+    unchanged: bool = False
+
+
+@dataclass
+class Summary:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    errors: int = 0  # new in this run (DESIGN's --json contract)
+    known_errors: int = 0  # broken files under the given paths recorded by earlier runs, still broken
+    timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def merge(self, other: "Summary") -> None:
+        for k in ("added", "updated", "unchanged", "removed", "errors"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def as_dict(self, with_timings: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in
+                               ("added", "updated", "unchanged", "removed", "errors", "known_errors")}
+        if with_timings:
+            out["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return out
+
+
+# ---------------------------------------------------------------- writer
+class Writer:
+    """Commits batches to the database, then mirrors them into the FAISS indices."""
+
+    def __init__(self, catalog: Catalog, model: Model, indices: dict[str, VectorIndex], factory: str) -> None:
+        self.catalog = catalog
+        self.model = model
+        self.indices = indices
+        self.factory = factory
+        self.revision = catalog.state()[2]
+        self.needs_rebuild: set[str] = set()
+        self.tokens = catalog.token_store()
+        self._tokens_checked = False
+
+    def _index(self, modality: str) -> VectorIndex:
+        if modality not in self.indices:
+            self.indices[modality] = VectorIndex.build(
+                np.zeros(0, np.int64), np.zeros((0, self.model.dim), np.float32),
+                model=self.model.name, checksums=self.model.checksums, dim=self.model.dim,
+                factory="Flat", modality=modality, revision=self.revision,
+            )
+        return self.indices[modality]
+
+    def write(self, batch: Sequence[Decoded], summary: Summary) -> None:
+        """One transaction for the batch; if the database refuses it (a name or text it cannot store), each
+        file alone, and a file that still fails is recorded as that file's error: never a run error."""
+        try:
+            part = Summary()
+            added, removed, views = self._commit(batch, part)
+        except (DBAPIError, StatementError, UnicodeError, ValueError) as exc:
+            log.warning("batch refused by the database (%s); writing its files one by one", _short(exc))
+            for d in batch:
+                try:
+                    one = Summary()
+                    self._apply_committed(*self._commit([d], one))
+                    summary.merge(one)
+                except (DBAPIError, StatementError, UnicodeError, ValueError) as exc1:
+                    self._record_refused(d, exc1, summary)
+            return
+        summary.merge(part)
+        self._apply_committed(added, removed, views)
+
+    def _commit(self, batch: Sequence[Decoded], summary: Summary):
+        added: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+        removed: list[tuple[int, str]] = []
+        views: list[tuple[int, dict[str, np.ndarray]]] = []
+        with self.catalog.session() as s:
+            for d in batch:
+                c = d.candidate
+                if d.unchanged:
+                    repo.touch_file(s, d.known.id, c.size, c.mtime_ns, c.dev, c.ino)
+                    summary.unchanged += 1
+                    continue
+                if d.known is not None:
+                    removed += repo.delete_items_of_files(s, [d.known.id])
+                row = repo.upsert_file(
+                    s, path=c.path, file_id=d.known.id if d.known else None, modality=c.modality,
+                    size=c.size, mtime_ns=c.mtime_ns, sha256=d.sha256, error=d.error, dev=c.dev, inode=c.ino,
+                )
+                if d.error:
+                    summary.errors += 1
+                    continue
+                items = [repo.NewItem(u.modality, u.vector, u.start_s, u.end_s, u.content, u.extra) for u in d.units]
+                ids = repo.add_items(s, row.id, items)
+                for item_id, u in zip(ids, d.units):
+                    added[u.modality][0].append(item_id)
+                    added[u.modality][1].append(u.vector)
+                    if u.views:
+                        views.append((item_id, u.views))
+                if d.known is None:
+                    summary.added += 1
+                else:
+                    summary.updated += 1
+            self.revision = repo.bump_revision(s)
+            s.commit()
+        return added, removed, views
+
+    def _apply_committed(self, added, removed, views) -> None:
+        if views:  # after the commit: a killed run leaves ids without tokens, which the next add refills
+            if not self._tokens_checked:
+                self.tokens.check_model(self.model.name, self.model.dim)
+                self._tokens_checked = True
+            self.tokens.put_many(views)
+        self.apply(added, removed)
+
+    def _record_refused(self, d: Decoded, exc: BaseException, summary: Summary) -> None:
+        c = d.candidate
+        msg = (f"{c.path}: the catalog database refused this file ({_short(exc)}); it usually means the "
+               f"file name or text holds bytes the database cannot store (NUL, bad UTF-8): rename or clean it")
+        d.error, d.units = msg, []
+        try:
+            self._commit([d], summary)
+        except Exception as exc2:  # even the error row cannot be stored: say so, keep going
+            log.error("%s: not recorded in the catalog either (%s)", c.path, _short(exc2))
+            summary.errors += 1
+
+    def record_skipped(self, skipped: Sequence[Skipped], known: dict[str, repo.KnownFile],
+                       summary: Summary) -> None:
+        """Entries the scanner could not index become file errors (a known one with the same message is kept)."""
+        todo = []
+        for sk in skipped:
+            k = known.get(sk.path)
+            if k is not None and k.status == "error" and k.error == sk.reason:
+                continue
+            c = Candidate(sk.path, sk.modality or "", 0, 0)
+            todo.append(Decoded(c, k, error=sk.reason))
+        for d in todo:
+            one = Summary()
+            try:
+                self._apply_committed(*self._commit([d], one))
+                summary.merge(one)
+            except Exception as exc:
+                self._record_refused(d, exc, summary)
+
+    def remove_files(self, file_ids: list[int]) -> int:
+        if not file_ids:
+            return 0
+        with self.catalog.session() as s:
+            removed = repo.delete_files(s, file_ids)
+            self.revision = repo.bump_revision(s)
+            s.commit()
+        self.apply({}, removed)
+        return len(file_ids)
+
+    def apply(self, added: dict[str, tuple[list[int], list[np.ndarray]]], removed: list[tuple[int, str]]) -> None:
+        by_modality: dict[str, list[int]] = defaultdict(list)
+        for item_id, modality in removed:
+            by_modality[modality].append(item_id)
+        if removed:
+            self.tokens.delete_many(i for i, _ in removed)
+        for modality, ids in by_modality.items():
+            if modality not in self.indices:
+                continue
+            if self.indices[modality].supports_remove:
+                self.indices[modality].remove(np.asarray(ids, np.int64))
+            else:
+                self.needs_rebuild.add(modality)
+        for modality, (ids, vecs) in added.items():
+            if modality in self.needs_rebuild:
+                continue
+            self._index(modality).add(np.asarray(ids, np.int64), np.stack(vecs))
+
+    def save(self) -> None:
+        self.catalog.save_indices(
+            {m: i for m, i in self.indices.items() if m not in self.needs_rebuild}, self.revision
+        )
+
+    def finish(self) -> None:
+        """Rebuild indices that need it (removals on HNSW, a factory change), then save."""
+        model_name, checksums, _ = self.catalog.state()
+        for modality, index in list(self.indices.items()):
+            requested = self.factory
+            if requested == "auto":  # keep what an earlier run asked for explicitly
+                requested = index.manifest.requested_factory()
+            desired = resolve_factory(requested, index.count, index.manifest.dim)
+            if modality in self.needs_rebuild or not _same_factory(desired, index.manifest.factory):
+                self.indices[modality] = self.catalog.rebuild_index(
+                    modality, model_name, checksums, self.revision, factory=requested, dim=self.model.dim
+                )
+        self.needs_rebuild.clear()
+        self.save()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _same_factory(desired: str, actual: str) -> bool:
+    if "{n}" in desired:
+        return actual.startswith(desired.split("{n}")[0])
+    return desired == actual
