@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
+from werkzeug.routing import IntegerConverter
 
 from indexer.db import data_dir_from
 
@@ -47,6 +48,16 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+MAX_ITEM_ID = 2**63 - 1  # ids are SQL BIGINTs; a larger number in a URL is a 404, not an overflow
+
+
+class ItemIdConverter(IntegerConverter):
+    """``<id:item_id>``: an item id in a URL, 1 .. 2**63 - 1 (anything else does not match: 404)."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 (werkzeug's name)
+        super().__init__(map, min=1, max=MAX_ITEM_ID)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(DEFAULT_CONFIG)
@@ -64,11 +75,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["webui.engine"] = engine
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
-    from . import api, pages
+    from . import api, limits, pages
 
+    app.url_map.converters["id"] = ItemIdConverter
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
+    limits.register(app)
 
     @app.after_request
     def _headers(resp):

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,18 +32,30 @@ from .errors import ApiError
 AUDIO_DECODE_MARGIN = 2.0  # decode at most this many times the limit before refusing
 
 
+WHOLE = re.compile(r"\s*[+-]?[0-9]{1,20}\s*")  # a form field's whole number (no 1.5, 1e3, 5_000, Infinity)
+
+
 def _int(value: Any, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole number within [lo, hi]: a JSON integer (or integral float like 2.0) or a form's digits."""
     if value is None or value == "":
         return default
+    bad = ApiError(f"'{name}' must be a whole number between {lo} and {hi}, got {str(value)[:40]!r}",
+                   400, "bad_parameter")
     if isinstance(value, bool):
-        raise ApiError(f"'{name}' must be a whole number", 400, "bad_parameter")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(f"'{name}' must be a whole number, got {str(value)[:40]!r}", 400, "bad_parameter") from None
-    if not lo <= number <= hi:
-        raise ApiError(f"'{name}' must be between {lo} and {hi}, got {number}", 400, "bad_parameter")
-    return number
+        raise bad
+    if isinstance(value, float):  # JSON 1.5, 1e400 (inf), Infinity, NaN
+        if not math.isfinite(value) or not value.is_integer():
+            raise bad
+        value = int(value)
+    elif isinstance(value, str):
+        if not WHOLE.fullmatch(value):
+            raise bad
+        value = int(value)
+    elif not isinstance(value, int):
+        raise bad
+    if not lo <= value <= hi:
+        raise ApiError(f"'{name}' must be between {lo} and {hi}, got {value}", 400, "bad_parameter")
+    return value
 
 
 def _as_list(value: Any) -> list:
@@ -101,7 +114,7 @@ def parse_search(request: Request, config: dict) -> Query:
     items: list[tuple[Any, float, str]]
     files: list[tuple[FileStorage, float]] = []
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
+        body = json_body(request)
         if not isinstance(body, dict):
             raise ApiError("the request body is not a JSON object; send e.g. {\"text\": \"a red apple\"}",
                            400, "bad_json")
@@ -128,7 +141,7 @@ def parse_search(request: Request, config: dict) -> Query:
         files = [(f, 1.0) for f in request.files.getlist("file")]
         try:
             inputs = json.loads(form["inputs"]) if form.get("inputs") else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise ApiError("the 'inputs' field is not valid JSON; send e.g. [{\"file\": 0, \"weight\": 0.5}]",
                            400, "bad_parameter") from None
         more_texts, more_items, file_weights = _weighted_inputs(inputs, len(files))
@@ -138,8 +151,9 @@ def parse_search(request: Request, config: dict) -> Query:
         raise ApiError("send the query as JSON (application/json) or, with files, as multipart/form-data",
                        415, "unsupported_type")
 
-    target = target or "all"
-    if target not in TARGETS:
+    if target is None or target == "":
+        target = "all"
+    if not isinstance(target, str) or target not in TARGETS:
         raise ApiError(f"unknown target '{str(target)[:40]}'; use one of {', '.join(TARGETS)}", 400, "bad_parameter")
     k = _int(k, "k", config["DEFAULT_K"], 1, config["MAX_K"])
     offset = _int(offset, "offset", 0, 0, config["MAX_RESULTS"] - 1)
@@ -153,6 +167,9 @@ def parse_search(request: Request, config: dict) -> Query:
         if not isinstance(t, str):
             raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
         t = t.strip()
+        if "\x00" in t or not _utf8(t):
+            raise ApiError(f"'{field}' holds a character that is not text (a NUL or a lone UTF-16 surrogate such as "
+                           "\\ud800); send the words as valid UTF-8", 400, "bad_text")
         if not t:
             continue  # an empty box next to an upload is not an error; no input at all is (below)
         if len(t) > config["MAX_TEXT_CHARS"]:
@@ -176,11 +193,29 @@ def parse_search(request: Request, config: dict) -> Query:
                  rerank=parse_switch(request, "rerank", True))
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_body(request: Request) -> Any:
+    """The parsed JSON body, or None when it is not JSON (malformed, or nested too deep to parse)."""
+    if "webui.json" not in request.environ:
+        try:
+            request.environ["webui.json"] = json.loads(request.get_data(cache=True))
+        except (ValueError, RecursionError):
+            request.environ["webui.json"] = None
+    return request.environ["webui.json"]
+
+
 def parse_switch(request: Request, name: str, default: bool) -> bool:
     """A true/false field of a search request (absent = ``default``): JSON true/false; in a form 1/0,
     true/false, on/off, yes/no."""
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
+        body = json_body(request)
         value = body.get(name) if isinstance(body, dict) else None
         if value is None:
             return default
