@@ -36,6 +36,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "THUMBNAIL_DIR": None,  # None: DATA_DIR/thumbnails
     "MAX_CONTENT_LENGTH": 25 * 1000 * 1000,  # bytes per request, all uploads together
     "MAX_IMAGE_PIXELS": 50_000_000,  # per uploaded image (a 50 Mpx phone photo passes)
+    "MAX_REQUEST_PIXELS": 100_000_000,  # all uploaded images of one query together (checked before decoding)
+    "UPLOAD_IMAGE_SIDE": 1024,  # uploads are downscaled to this while decoding (the towers take <= 224 px)
     "MAX_AUDIO_SECONDS": 120.0,  # per uploaded or recorded clip: a spoken query, not a podcast
     "MAX_TEXT_CHARS": 1000,  # per text input
     "MAX_INPUTS": 8,  # inputs fused into one query

@@ -2,34 +2,26 @@
 
 Limits (Flask config, see :data:`webui.DEFAULT_CONFIG`): request size
 (``MAX_CONTENT_LENGTH``, answered 413 by Flask before we read anything), inputs
-per query, characters per text, image pixels, audio seconds, ``k`` and
-``offset + k``. Uploads are typed by their bytes, never by the name or the MIME
-type the browser sent; they are decoded from a private temporary file that is
-deleted before the response.
+per query (checked before any upload is read), characters per text, ``k`` and
+``offset + k``; image pixels and audio seconds are :mod:`webui.uploads`' (uploads
+are typed by their bytes, never by the name or the MIME type the browser sent).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from flask import Request
 from werkzeug.datastructures import FileStorage
 
-from retrieval import decoders
 from retrieval.fusion import MAX_WEIGHT
 from retrieval.query import TARGETS, Input, Query
 
-from .engine import sniff_upload, upload_key
 from .errors import ApiError
-
-AUDIO_DECODE_MARGIN = 2.0  # decode at most this many times the limit before refusing
+from .uploads import decode_uploads
 
 
 WHOLE = re.compile(r"\s*[+-]?[0-9]{1,20}\s*")  # a form field's whole number (no 1.5, 1e3, 5_000, Infinity)
@@ -179,16 +171,16 @@ def parse_search(request: Request, config: dict) -> Query:
     for i, weight, field in items:
         iid = _int(i, field, 0, 1, 2**62)
         parts.append(Input("item", iid, weight, key=str(iid), label=f"item {iid}"))
-    for f, weight in files:
-        parts.append(dataclasses.replace(decode_upload(f, config), weight=weight))
-    if not parts:
+    if not parts and not files:
         raise ApiError("the query is empty: type some words, add an image or an audio file, or record from "
                        "the microphone", 400, "empty_query")
-    if len(parts) > config["MAX_INPUTS"]:
-        raise ApiError(f"a query combines at most {config['MAX_INPUTS']} inputs; got {len(parts)}", 400, "too_many_inputs")
-    if not any(p.weight > 0 for p in parts):
+    if len(parts) + len(files) > config["MAX_INPUTS"]:  # before any upload is read
+        raise ApiError(f"a query combines at most {config['MAX_INPUTS']} inputs; got {len(parts) + len(files)}",
+                       400, "too_many_inputs")
+    if not any(p.weight > 0 for p in parts) and not any(w > 0 for _, w in files):
         raise ApiError("every input is \"not this\" (negative weight); add at least one input to look for: words, "
                        "an image, an audio file or an item", 400, "no_positive_input")
+    parts += decode_uploads(files, config)  # every other limit is checked: only now are files read
     return Query(tuple(parts), target=target, k=k, offset=offset, hybrid=parse_switch(request, "hybrid", False),
                  rerank=parse_switch(request, "rerank", True))
 
@@ -230,69 +222,3 @@ def parse_switch(request: Request, name: str, default: bool) -> bool:
         if value in ("1", "true", "on", "yes"):
             return True
     raise ApiError(f"'{name}' must be true or false, got {str(value)[:40]!r}", 400, "bad_parameter")
-
-
-def _label(f: FileStorage) -> str:
-    name = os.path.basename((f.filename or "").replace("\\", "/"))
-    return "".join(ch for ch in name if ch.isprintable())[:80] or "upload"
-
-
-def decode_upload(f: FileStorage, config: dict) -> Input:
-    """Type an uploaded file by content, check its limits, decode it to what the encoders take."""
-    label = _label(f)
-    data = f.read()
-    if not data:
-        raise ApiError(f"{label} is empty", 400, "empty_file")
-    fd, name = tempfile.mkstemp(prefix="webui-upload-")  # no extension: only the content can type it
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        kind = sniff_upload(data[:64], tmp)
-        if kind is None:
-            raise ApiError(f"{label} is neither an image (JPEG, PNG, WebP, GIF, BMP, TIFF) nor audio (WAV, FLAC, "
-                           "MP3, OGG, M4A, WebM) by its content", 415, "unsupported_type")
-        if kind == "image":
-            value = _decode_image(tmp, label, config["MAX_IMAGE_PIXELS"])
-        else:
-            value = _decode_audio(tmp, label, config["MAX_AUDIO_SECONDS"])
-    finally:
-        tmp.unlink(missing_ok=True)
-    return Input(kind, value, key=upload_key(data), label=label)
-
-
-def _clean(exc: Exception, tmp: Path, label: str) -> str:
-    return str(exc).replace(str(tmp), label)
-
-
-def _decode_image(tmp: Path, label: str, max_pixels: int):
-    from PIL import Image
-
-    too_big = f"{label} is over the {max_pixels / 1e6:g} Mpx limit for a query image; downscale it"
-    try:  # the header gives the size without decoding the pixels
-        with Image.open(tmp) as img:
-            w, h = img.size
-    except Image.DecompressionBombError:  # Pillow's own hard limit, far above ours
-        raise ApiError(too_big, 413, "too_large") from None
-    except Exception:
-        w = h = 0  # let the decoder say what is wrong
-    if w * h > max_pixels:
-        raise ApiError(f"{label} is {w}x{h} = {w * h / 1e6:.1f} Mpx, over the {max_pixels / 1e6:g} Mpx limit for a "
-                       "query image; downscale it", 413, "too_large")
-    try:
-        return decoders.load_image(tmp, max_pixels=max_pixels)
-    except decoders.DecodeError as exc:
-        raise ApiError(_clean(exc, tmp, label), 422, "undecodable") from None
-
-
-def _decode_audio(tmp: Path, label: str, max_seconds: float):
-    limit_msg = f"{label} is longer than the {max_seconds:g} s limit for a query; trim it"
-    try:
-        audio = decoders.load_audio(tmp, max_seconds=max_seconds * AUDIO_DECODE_MARGIN)
-    except decoders.DecodeError as exc:
-        if "longer than" in str(exc):  # the decoder stopped early at twice our limit
-            raise ApiError(limit_msg, 413, "too_large") from None
-        raise ApiError(_clean(exc, tmp, label), 422, "undecodable") from None
-    if len(audio) > max_seconds * decoders.SAMPLE_RATE:
-        raise ApiError(limit_msg, 413, "too_large")
-    return audio
