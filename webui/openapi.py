@@ -110,6 +110,10 @@ SCHEMAS: dict = {
             "file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
                      "description": "Images (JPEG, PNG, WebP, GIF, BMP, TIFF) and audio (WAV, FLAC, MP3, OGG, M4A, "
                                     "WebM), typed by content"},
+            "image": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                      "description": "Same as `file` (typed by content too); counted after the `file` parts"},
+            "audio": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                      "description": "Same as `file` (typed by content too); counted after `file` and `image`"},
             "target": {"type": "string", "enum": list(TARGETS), "default": "all"},
             "k": {**K, "default": 20}, "offset": {**OFFSET, "default": 0},
             "hybrid": {"type": "string", "enum": ["1", "0", "true", "false", "on", "off", "yes", "no", ""],

@@ -27,6 +27,9 @@ from .uploads import decode_uploads
 WHOLE = re.compile(r"\s*[+-]?[0-9]{1,20}\s*")  # a form field's whole number (no 1.5, 1e3, 5_000, Infinity)
 
 
+FILE_FIELDS = ("file", "image", "audio")  # multipart upload fields; all typed by content ("image" may hold audio)
+
+
 def _int(value: Any, name: str, default: int, lo: int, hi: int) -> int:
     """A whole number within [lo, hi]: a JSON integer (or integral float like 2.0) or a form's digits."""
     if value is None or value == "":
@@ -68,7 +71,8 @@ def _weight(value: Any, where: str) -> float:
 def _weighted_inputs(value: Any, n_files: int) -> tuple[list, list, dict[int, float]]:
     """The ``inputs`` field: [{"text"|"item"|"file": ..., "weight": w}, ...] -> texts, items, file weights.
 
-    ``{"file": i}`` (multipart only) weighs the i-th (0-based) ``file`` upload.
+    ``{"file": i}`` (multipart only) weighs the i-th (0-based) upload: the ``file`` parts, then ``image``, then
+    ``audio``.
     """
     if value is None:
         return [], [], {}
@@ -127,10 +131,10 @@ def parse_search(request: Request, config: dict) -> Query:
         items = [(i, 1.0, "item") for i in form.getlist("item")] + [(i, -1.0, "not_item") for i in form.getlist("not_item")]
         target, k, offset = form.get("target"), form.get("k"), form.get("offset")
         for name in request.files:
-            if name not in ("file", "not_file"):
+            if name not in (*FILE_FIELDS, "not_file"):
                 raise ApiError(f"unexpected file field '{name}'; send every image or audio file as 'file' "
-                               "(or 'not_file' for \"not this\")", 400, "bad_parameter")
-        files = [(f, 1.0) for f in request.files.getlist("file")]
+                               "('image' and 'audio' work too; 'not_file' for \"not this\")", 400, "bad_parameter")
+        files = [(f, 1.0) for name in FILE_FIELDS for f in request.files.getlist(name)]
         try:
             inputs = json.loads(form["inputs"]) if form.get("inputs") else None
         except (ValueError, RecursionError):  # RecursionError: nested too deep
