@@ -16,10 +16,11 @@ processes, each with a few threads, reading the same data directory); see
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.routing import IntegerConverter
 
 from indexer.db import data_dir_from
@@ -46,6 +47,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "MAX_RESULTS": 1000,  # offset + k
     "RELOAD_CHECK_SECONDS": 2.0,  # how often a worker asks the catalog for a newer revision
     "WARMUP": True,  # load the indices and the text tower when the app is created
+    "TOKEN": None,  # $WEBUI_TOKEN: writing requests need "Authorization: Bearer <token>" (webui.security)
     "TORCH_THREADS": None,  # intra-op threads per worker process (None: torch's default)
 }
 
@@ -64,6 +66,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(DEFAULT_CONFIG)
     app.config.from_prefixed_env("WEBUI")
+    if "WEBUI_TOKEN" in os.environ:  # a string as written (from_prefixed_env would parse "123" as a number)
+        app.config["TOKEN"] = os.environ["WEBUI_TOKEN"]
     if test_config is not None:
         app.config.update({k: v for k, v in test_config.items() if v is not None or k not in app.config})
     data_dir = data_dir_from(app.config["DATA_DIR"])
@@ -77,27 +81,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["webui.engine"] = engine
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
-    from . import api, limits, pages
+    from . import api, limits, pages, security
 
     app.url_map.converters["id"] = ItemIdConverter
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
     limits.register(app)
-
-    @app.after_request
-    def _headers(resp):
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "same-origin")
-        if resp.mimetype == "text/html":
-            resp.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            )
-        if request.path.startswith("/api/") and request.method == "POST":
-            resp.headers.setdefault("Cache-Control", "no-store")
-        return resp
+    security.register(app)
 
     if app.config["WARMUP"]:
         try:

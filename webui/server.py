@@ -25,6 +25,7 @@ from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
 from gunicorn.workers.gthread import ThreadWorker
 
 from .limits import GUNICORN_FIELD_SIZE, GUNICORN_REQUEST_LINE
+from .security import DATA_CSP
 
 
 def default_workers() -> int:
@@ -44,7 +45,8 @@ class JsonErrorWorker(ThreadWorker):
                    f"request line, {GUNICORN_FIELD_SIZE} per header): send long queries as POST /api/search")
         body = json.dumps({"error": {"status": status, "code": code, "message": message}}).encode()
         head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin-1")
+                f"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: {DATA_CSP}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
         self.log.warning("refused a request from %s: %s", (addr or ("",))[0], exc)
         try:
             util.write_nonblock(client, head + body)
