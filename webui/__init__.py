@@ -27,6 +27,7 @@ from indexer.db import data_dir_from
 
 from . import errors
 from .engine import Engine
+from .slow import SlowGate
 from .thumbnails import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "MAX_RESULTS": 1000,  # offset + k
     "RELOAD_CHECK_SECONDS": 2.0,  # how often a worker asks the catalog for a newer revision
     "WARMUP": True,  # load the indices and the text tower when the app is created
+    "SLOW_SLOTS": 1,  # audio / image-upload queries running at once per process (webui.slow)
+    "SLOW_QUEUE": 1,  # more that may wait for a slot; beyond: 503 + Retry-After
+    "SLOW_WAIT_SECONDS": 2.0,  # how long one waits before its 503
     "TOKEN": None,  # $WEBUI_TOKEN: writing requests need "Authorization: Bearer <token>" (webui.security)
     "TORCH_THREADS": None,  # intra-op threads per worker process (None: torch's default)
 }
@@ -79,6 +83,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     engine = Engine(data_dir, app.config["DATABASE_URL"], float(app.config["RELOAD_CHECK_SECONDS"]))
     app.extensions["webui.engine"] = engine
+    app.extensions["webui.slow"] = SlowGate(int(app.config["SLOW_SLOTS"]), int(app.config["SLOW_QUEUE"]),
+                                            float(app.config["SLOW_WAIT_SECONDS"]))
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
     from . import api, limits, pages, security

@@ -25,6 +25,13 @@ def engine() -> Engine:
 
 @bp.post("/search")
 def search():
+    if request.mimetype == "multipart/form-data" and request.files:  # audio or an image: the slow gate's
+        with current_app.extensions["webui.slow"].enter():
+            return _search()
+    return _search()
+
+
+def _search():
     query = parse_search(request, current_app.config)
     return jsonify(result_json(engine().service().search(query)))
 

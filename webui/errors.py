@@ -63,7 +63,10 @@ def _wants_json() -> bool:
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+        resp, status = error_response(exc.status, exc.code, exc.message)
+        if getattr(exc, "retry_after", None):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp, status
 
     @app.errorhandler(QueryError)
     def _query_error(exc: QueryError):  # raised by the query API with its own status and code

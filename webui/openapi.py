@@ -38,8 +38,9 @@ def _errors(*statuses: int) -> dict:
         413: "Upload over a limit (request size, image pixels, audio seconds, text length)",
         415: "Wrong content type, or an upload that is neither an image nor audio by its content",
         422: "Input that cannot be decoded or encoded (corrupt file, modality the model lacks, no speech)",
-        503: "Nothing indexed yet, the catalog database is unreachable, or (hybrid) the catalog predates "
-             "keyword search",
+        503: "Nothing indexed yet, the catalog database is unreachable, (hybrid) the catalog predates "
+             "keyword search, or (audio and image uploads) the server is busy with them: retry after the "
+             "`Retry-After` seconds",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
