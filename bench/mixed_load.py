@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import sys
 import tempfile
@@ -46,11 +47,18 @@ def multipart(name: str, data: bytes, fields: dict[str, str]) -> tuple[bytes, st
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
 
+def endless_sentences():
+    """Distinct sentences without end: the bench's list, then again with a round number."""
+    for n in itertools.count():
+        for sentence in sentences():
+            yield sentence if n == 0 else f"{sentence}, take {n}"
+
+
 class Requests:
     """Request bodies per kind, handed out round-robin (text: a fresh sentence each time)."""
 
     def __init__(self) -> None:
-        self.text = sentences()
+        self.text = endless_sentences()
         self.audio = [(p.name, p.read_bytes()) for p in sorted((DEMO / "speech").glob("*.wav"))]
         self.images = [(p.name, p.read_bytes()) for p in sorted((DEMO / "images").glob("*.png"))]
         self.n = 0
