@@ -86,7 +86,7 @@ SCHEMAS: dict = {
     },
     "WeightedInput": {
         "type": "object", "additionalProperties": False,
-        "oneOf": [{"required": ["text"]}, {"required": ["item"]}, {"required": ["file"]}],
+        "anyOf": [{"required": ["text"]}, {"required": ["item"]}, {"required": ["file"]}],
         "description": "One query input and its weight. Exactly one of text, item, file. Several inputs are scored "
                        "by attention fusion: a hit must match every positive input; negative weights (\"not this\") "
                        "push down items that resemble the input",
