@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -85,9 +86,13 @@ class Catalog:
             return False
         return manifest.revision == revision and (self.index_dir(modality) / "index.faiss").is_file()
 
-    def fresh_indices(self, factory: str = "auto", force: bool = False, save: bool = True) -> dict[str, VectorIndex]:
+    def fresh_indices(self, factory: str = "auto", force: bool = False, save: bool = True,
+                      load: Callable[[str], VectorIndex] | None = None) -> dict[str, VectorIndex]:
         """Load every modality's index, rebuilding stale ones from the DB (and saving them unless ``save`` is
-        False: readers that do not hold the writer lock, like the web app and a search, rebuild in memory)."""
+        False: readers that do not hold the writer lock, like the web app and a search, rebuild in memory).
+
+        ``load(modality)`` reads a fresh saved index (default :meth:`VectorIndex.load` of its folder); a
+        long-running reader passes one that keeps the index it already has when the file did not change."""
         model, checksums, revision = self.state()
         if model is None:
             return {}
@@ -99,7 +104,7 @@ class Catalog:
                 continue
             if not force and self.index_is_fresh(modality, revision):
                 try:
-                    out[modality] = VectorIndex.load(self.index_dir(modality))
+                    out[modality] = load(modality) if load else VectorIndex.load(self.index_dir(modality))
                     continue
                 except (OSError, RuntimeError, ValueError) as exc:  # replaced while we read it
                     log.warning("reading the %s index failed (%s); rebuilding it", modality, exc)

@@ -264,7 +264,7 @@ def test_uploads_of_the_wrong_type_are_refused_by_content(client):
         msg = error_of(upload(client, (name, content)), 415, "unsupported_type")
         assert "neither an image" in msg and "/" not in msg.split(" is ")[0], msg
     error_of(upload(client, ("empty.wav", b"")), 400, "empty_file")
-    error_of(client.post("/api/search", data={"image": (io.BytesIO(b"x"), "a.png")},
+    error_of(client.post("/api/search", data={"photo": (io.BytesIO(b"x"), "a.png")},
                          content_type="multipart/form-data"), 400, "bad_parameter")
 
 

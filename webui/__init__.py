@@ -16,15 +16,18 @@ processes, each with a few threads, reading the same data directory); see
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from indexer.db import data_dir_from
 
 from . import errors
 from .engine import Engine
+from .slow import SlowGate
 from .thumbnails import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "THUMBNAIL_DIR": None,  # None: DATA_DIR/thumbnails
     "MAX_CONTENT_LENGTH": 25 * 1000 * 1000,  # bytes per request, all uploads together
     "MAX_IMAGE_PIXELS": 50_000_000,  # per uploaded image (a 50 Mpx phone photo passes)
+    "MAX_REQUEST_PIXELS": 100_000_000,  # all uploaded images of one query together (checked before decoding)
+    "UPLOAD_IMAGE_SIDE": 1024,  # uploads are downscaled to this while decoding (the towers take <= 224 px)
     "MAX_AUDIO_SECONDS": 120.0,  # per uploaded or recorded clip: a spoken query, not a podcast
     "MAX_TEXT_CHARS": 1000,  # per text input
     "MAX_INPUTS": 8,  # inputs fused into one query
@@ -43,14 +48,30 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "MAX_RESULTS": 1000,  # offset + k
     "RELOAD_CHECK_SECONDS": 2.0,  # how often a worker asks the catalog for a newer revision
     "WARMUP": True,  # load the indices and the text tower when the app is created
+    "SLOW_SLOTS": 1,  # audio / image-upload queries running at once per process (webui.slow)
+    "SLOW_QUEUE": 1,  # more that may wait for a slot; beyond: 503 + Retry-After
+    "SLOW_WAIT_SECONDS": 2.0,  # how long one waits before its 503
+    "TOKEN": None,  # $WEBUI_TOKEN: writing requests need "Authorization: Bearer <token>" (webui.security)
     "TORCH_THREADS": None,  # intra-op threads per worker process (None: torch's default)
 }
+
+
+MAX_ITEM_ID = 2**63 - 1  # ids are SQL BIGINTs; a larger number in a URL is a 404, not an overflow
+
+
+class ItemIdConverter(IntegerConverter):
+    """``<id:item_id>``: an item id in a URL, 1 .. 2**63 - 1 (anything else does not match: 404)."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 (werkzeug's name)
+        super().__init__(map, min=1, max=MAX_ITEM_ID)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(DEFAULT_CONFIG)
     app.config.from_prefixed_env("WEBUI")
+    if "WEBUI_TOKEN" in os.environ:  # a string as written (from_prefixed_env would parse "123" as a number)
+        app.config["TOKEN"] = os.environ["WEBUI_TOKEN"]
     if test_config is not None:
         app.config.update({k: v for k, v in test_config.items() if v is not None or k not in app.config})
     data_dir = data_dir_from(app.config["DATA_DIR"])
@@ -62,27 +83,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     engine = Engine(data_dir, app.config["DATABASE_URL"], float(app.config["RELOAD_CHECK_SECONDS"]))
     app.extensions["webui.engine"] = engine
+    app.extensions["webui.slow"] = SlowGate(int(app.config["SLOW_SLOTS"]), int(app.config["SLOW_QUEUE"]),
+                                            float(app.config["SLOW_WAIT_SECONDS"]))
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
-    from . import api, pages
+    from . import api, limits, pages, security
 
+    app.url_map.converters["id"] = ItemIdConverter
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
-
-    @app.after_request
-    def _headers(resp):
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "same-origin")
-        if resp.mimetype == "text/html":
-            resp.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            )
-        if request.path.startswith("/api/") and request.method == "POST":
-            resp.headers.setdefault("Cache-Control", "no-store")
-        return resp
+    limits.register(app)
+    security.register(app)
 
     if app.config["WARMUP"]:
         try:

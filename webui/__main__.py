@@ -1,4 +1,7 @@
-"""`python -m webui [--data-dir DIR] [--host H] [--port P] [--workers N] [--threads T]`."""
+"""`python -m webui [--data-dir DIR] [--host H] [--port P] [--workers N] [--threads T] [--public]`.
+
+A non-loopback ``--host`` needs ``WEBUI_TOKEN`` (or ``--public``); see :mod:`webui.security`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 
 from indexer.db import data_dir_from
 
+from .security import check_bind
 from .server import default_workers, serve
 
 
@@ -20,12 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="worker processes, each with its own copy of the model and indices (default: CPU count, at most 4)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--public", action="store_true",
+                   help="allow a non-loopback --host without WEBUI_TOKEN (anyone who can reach it can use it)")
     p.add_argument("--access-log", action="store_true", help="log every request to stdout")
     args = p.parse_args(argv)
     if not 0 < args.port < 65536:
         p.error("--port must be between 1 and 65535")
     if args.workers < 1 or args.threads < 1:
         p.error("--workers and --threads must be at least 1")
+    refusal = check_bind(args.host, os.environ.get("WEBUI_TOKEN"), args.public)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = data_dir_from(args.data_dir)
     if not data_dir.is_dir():

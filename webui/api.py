@@ -25,6 +25,13 @@ def engine() -> Engine:
 
 @bp.post("/search")
 def search():
+    if request.mimetype == "multipart/form-data" and request.files:  # audio or an image: the slow gate's
+        with current_app.extensions["webui.slow"].enter():
+            return _search()
+    return _search()
+
+
+def _search():
     query = parse_search(request, current_app.config)
     return jsonify(result_json(engine().service().search(query)))
 
@@ -43,7 +50,7 @@ def result_json(result: Result) -> dict:
     return out
 
 
-@bp.get("/items/<int:item_id>")
+@bp.get("/items/<id:item_id>")
 def item(item_id: int):
     return jsonify(item_json(engine(), item_id))
 
@@ -64,7 +71,7 @@ def _source(item_id: int) -> tuple[dict, Path]:
     return row, path
 
 
-@bp.get("/items/<int:item_id>/media")
+@bp.get("/items/<id:item_id>/media")
 def media(item_id: int):
     row, path = _source(item_id)
     if row["modality"] == "text":  # any detected encoding, served as UTF-8
@@ -81,7 +88,7 @@ def media(item_id: int):
     return resp
 
 
-@bp.get("/items/<int:item_id>/thumbnail")
+@bp.get("/items/<id:item_id>/thumbnail")
 def thumbnail(item_id: int):
     size = request.args.get("size", "256")
     if size not in {str(s) for s in SIZES}:

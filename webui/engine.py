@@ -10,8 +10,10 @@ written back, so several worker processes can serve one data directory beside
 a running indexer.
 
 After a new indexer run (the catalog's revision changes) the indices are
-reloaded on the next request; requests in flight keep the snapshot they started
-with. Searching itself — encoding, fusion, re-ranking, calibration, hybrid
+reloaded on the next request, per modality: a saved index whose file did not
+change keeps its loaded object, a fresh saved one is loaded, and only one that
+lags the catalog is rebuilt (``Engine.reloads`` counts each); requests in flight
+keep the snapshot they started with. Searching itself — encoding, fusion, re-ranking, calibration, hybrid
 keywords, excerpts — is the library's query API (:mod:`retrieval.service`);
 this module only hands it a snapshot.
 """
@@ -33,6 +35,7 @@ from indexer.catalog import Catalog
 from indexer.service import service_for
 from retrieval import decoders
 from retrieval.encoders import Model
+from retrieval.index import INDEX_NAME, VectorIndex, read_manifest
 from retrieval.present import mark_words  # noqa: F401  (re-exported: the page's word marking)
 from retrieval.service import SearchService
 
@@ -66,6 +69,8 @@ class Engine:
         self._checked_at = 0.0
         self._reload_lock = threading.Lock()
         self._catalog_lock = threading.Lock()
+        self.reloads = {"loaded": 0, "kept": 0, "rebuilt": 0}  # per modality, since the process started
+        self._indices = _IndexFiles(self.reloads)
 
     # ---- catalog -------------------------------------------------------
     def catalog(self) -> Catalog | None:
@@ -130,7 +135,15 @@ class Engine:
         with cat.session() as s:
             counts = repo.item_counts(s)
             s.rollback()
-        indices = cat.fresh_indices(save=False)
+        loaded: set[int] = set()
+
+        def load(modality: str) -> VectorIndex:
+            index = self._indices.load(cat.index_dir(modality), modality)
+            loaded.add(id(index))
+            return index
+
+        indices = cat.fresh_indices(save=False, load=load)
+        self.reloads["rebuilt"] += sum(id(i) not in loaded for i in indices.values())
         indices = {m: i for m, i in indices.items() if counts.get(m, 0) > 0}
         if not indices:
             return Snapshot(revision, model_name, None, counts)
@@ -155,6 +168,44 @@ class Engine:
         if snap.service is not None and "text" in snap.service.model.modalities:
             with snap.service.resources.locks["text"]:
                 snap.service.model.encode("text", ["warm up"])
+
+
+class _IndexFiles:
+    """Saved indices this process has loaded, by modality: a file that did not change (same bytes, e.g. re-saved
+    by an indexer run that only touched other modalities) keeps its loaded index object; a new one is loaded."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self._kept: dict[str, tuple[tuple[int, int], str, VectorIndex]] = {}
+
+    def load(self, folder: Path, modality: str) -> VectorIndex:
+        path = folder / INDEX_NAME
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        kept = self._kept.get(modality)
+        if kept is not None and kept[0] == key:
+            return self._keep(kept[2], folder)
+        digest = _file_digest(path)
+        if kept is not None and kept[1] == digest:
+            self._kept[modality] = (key, digest, kept[2])
+            return self._keep(kept[2], folder)
+        index = VectorIndex.load(folder)
+        self.counts["loaded"] += 1
+        self._kept[modality] = (key, digest, index)
+        return index
+
+    def _keep(self, index: VectorIndex, folder: Path) -> VectorIndex:
+        index.manifest.revision = read_manifest(folder).revision  # same vectors, newer catalog revision
+        self.counts["kept"] += 1
+        return index
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def upload_key(data: bytes) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -33,9 +33,9 @@ class ApiError(Exception):
 
 
 HTTP_CODES = {
-    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-    415: "unsupported_type", 422: "unprocessable", 429: "too_many_requests", 500: "internal_error",
-    503: "unavailable",
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+    414: "url_too_long", 415: "unsupported_type", 422: "unprocessable", 429: "too_many_requests",
+    431: "headers_too_large", 500: "internal_error", 503: "unavailable",
 }
 
 HTTP_HINTS = {
@@ -45,22 +45,28 @@ HTTP_HINTS = {
 }
 
 
-def error_response(status: int, code: str, message: str):
+def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    """The error as JSON (the API, non-GET requests, clients asking for JSON) or as an HTML page."""
     if _wants_json():
         resp = jsonify({"error": {"status": status, "code": code, "message": message}})
     else:
-        resp = render_template("error.html", status=status, message=message)
+        resp = make_response(render_template("error.html", status=status, message=message))
     return resp, status
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    """HTML only for a page a browser navigates to (GET/HEAD); everything else gets JSON."""
+    return (request.path.startswith("/api/") or request.method not in ("GET", "HEAD")
+            or request.accept_mimetypes.best == "application/json")
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+        resp, status = error_response(exc.status, exc.code, exc.message)
+        if getattr(exc, "retry_after", None):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp, status
 
     @app.errorhandler(QueryError)
     def _query_error(exc: QueryError):  # raised by the query API with its own status and code

@@ -14,6 +14,10 @@ from retrieval.search import TARGETS
 
 from .thumbnails import SIZES
 
+# the default limits (webui.DEFAULT_CONFIG: MAX_K, MAX_RESULTS - 1), the same for JSON and multipart
+K = {"type": "integer", "minimum": 1, "maximum": 100}
+OFFSET = {"type": "integer", "minimum": 0, "maximum": 999}
+ID = {"type": "integer", "minimum": 1, "maximum": 2**62}
 NULL_NUMBER = {"type": ["number", "null"]}
 NULL_STRING = {"type": ["string", "null"]}
 NULL_INT = {"type": ["integer", "null"]}
@@ -34,13 +38,15 @@ def _errors(*statuses: int) -> dict:
         413: "Upload over a limit (request size, image pixels, audio seconds, text length)",
         415: "Wrong content type, or an upload that is neither an image nor audio by its content",
         422: "Input that cannot be decoded or encoded (corrupt file, modality the model lacks, no speech)",
-        503: "Nothing indexed yet, the catalog database is unreachable, or (hybrid) the catalog predates "
-             "keyword search",
+        503: "Nothing indexed yet, the catalog database is unreachable, (hybrid) the catalog predates "
+             "keyword search, or (audio and image uploads) the server is busy with them: retry after the "
+             "`Retry-After` seconds",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 
-ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+ITEM_ID = {"name": "item_id", "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
            "description": "The item's id (a search hit's `id`). Files are served by id only, never by path."}
 
 SCHEMAS: dict = {
@@ -57,18 +63,18 @@ SCHEMAS: dict = {
         "properties": {
             "text": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
                      "description": "Words; several texts are several inputs of the query"},
-            "items": {"type": "array", "items": {"type": "integer"},
+            "items": {"type": "array", "items": ID,
                       "description": "Indexed items whose stored vectors join the query (\"more like this\"); "
                                      "they are left out of the results"},
             "not_text": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
                          "description": "\"Not this\" words (weight -1): items about them are pushed down"},
-            "not_items": {"type": "array", "items": {"type": "integer"},
+            "not_items": {"type": "array", "items": ID,
                           "description": "\"Not like this\" items (weight -1); also left out of the results"},
             "inputs": {"type": "array", "items": _ref("WeightedInput"),
                        "description": "Inputs with explicit weights, in addition to the fields above"},
             "target": {"type": "string", "enum": list(TARGETS), "default": "all"},
-            "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-            "offset": {"type": "integer", "minimum": 0, "default": 0},
+            "k": {**K, "default": 20, "description": "Hits per page; offset + k must not exceed 1000"},
+            "offset": {**OFFSET, "default": 0},
             "hybrid": {"type": "boolean", "default": False,
                        "description": "Also match the typed words in transcripts, notes and file names (full-text "
                                       "search), fused with the vector hits by reciprocal rank fusion (k = 60). "
@@ -80,12 +86,13 @@ SCHEMAS: dict = {
     },
     "WeightedInput": {
         "type": "object", "additionalProperties": False,
+        "anyOf": [{"required": ["text"]}, {"required": ["item"]}, {"required": ["file"]}],
         "description": "One query input and its weight. Exactly one of text, item, file. Several inputs are scored "
                        "by attention fusion: a hit must match every positive input; negative weights (\"not this\") "
                        "push down items that resemble the input",
         "properties": {
-            "text": {"type": "string"}, "item": {"type": "integer", "minimum": 1},
-            "file": {"type": "integer", "minimum": 0,
+            "text": {"type": "string"}, "item": ID,
+            "file": {"type": "integer", "minimum": 0, "maximum": 7,
                      "description": "Multipart only: the position (0-based) of a `file` upload this weight is for"},
             "weight": {"type": "number", "minimum": -MAX_WEIGHT, "maximum": MAX_WEIGHT, "not": {"const": 0},
                        "default": 1, "description": "Non-zero; negative = \"not this\""},
@@ -95,9 +102,9 @@ SCHEMAS: dict = {
         "type": "object",
         "properties": {
             "text": {"type": "array", "items": {"type": "string"}},
-            "item": {"type": "array", "items": {"type": "integer"}},
+            "item": {"type": "array", "items": ID},
             "not_text": {"type": "array", "items": {"type": "string"}, "description": "\"Not this\" words"},
-            "not_item": {"type": "array", "items": {"type": "integer"}, "description": "\"Not like this\" items"},
+            "not_item": {"type": "array", "items": ID, "description": "\"Not like this\" items"},
             "not_file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
                          "description": "\"Not like this\" images and audio (weight -1), typed by content"},
             "inputs": {"type": "string", "contentMediaType": "application/json",
@@ -105,8 +112,12 @@ SCHEMAS: dict = {
             "file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
                      "description": "Images (JPEG, PNG, WebP, GIF, BMP, TIFF) and audio (WAV, FLAC, MP3, OGG, M4A, "
                                     "WebM), typed by content"},
-            "target": {"type": "string", "enum": list(TARGETS)},
-            "k": {"type": "integer"}, "offset": {"type": "integer"},
+            "image": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                      "description": "Same as `file` (typed by content too); counted after the `file` parts"},
+            "audio": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+                      "description": "Same as `file` (typed by content too); counted after `file` and `image`"},
+            "target": {"type": "string", "enum": list(TARGETS), "default": "all"},
+            "k": {**K, "default": 20}, "offset": {**OFFSET, "default": 0},
             "hybrid": {"type": "string", "enum": ["1", "0", "true", "false", "on", "off", "yes", "no", ""],
                        "description": "As `hybrid` in JSON"},
             "rerank": {"type": "string", "enum": ["1", "0", "true", "false", "on", "off", "yes", "no", ""],

@@ -26,7 +26,7 @@ def index():
     return render_template("index.html", limits=_limits())
 
 
-@bp.get("/items/<int:item_id>")
+@bp.get("/items/<id:item_id>")
 def item(item_id: int):
     try:
         data = item_json(engine(), item_id)

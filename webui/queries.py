@@ -2,47 +2,55 @@
 
 Limits (Flask config, see :data:`webui.DEFAULT_CONFIG`): request size
 (``MAX_CONTENT_LENGTH``, answered 413 by Flask before we read anything), inputs
-per query, characters per text, image pixels, audio seconds, ``k`` and
-``offset + k``. Uploads are typed by their bytes, never by the name or the MIME
-type the browser sent; they are decoded from a private temporary file that is
-deleted before the response.
+per query (checked before any upload is read), characters per text, ``k`` and
+``offset + k``; image pixels and audio seconds are :mod:`webui.uploads`' (uploads
+are typed by their bytes, never by the name or the MIME type the browser sent).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import tempfile
-from pathlib import Path
+import re
 from typing import Any
 
 from flask import Request
 from werkzeug.datastructures import FileStorage
 
-from retrieval import decoders
 from retrieval.fusion import MAX_WEIGHT
 from retrieval.query import TARGETS, Input, Query
 
-from .engine import sniff_upload, upload_key
 from .errors import ApiError
+from .uploads import decode_uploads
 
-AUDIO_DECODE_MARGIN = 2.0  # decode at most this many times the limit before refusing
+
+WHOLE = re.compile(r"\s*[+-]?[0-9]{1,20}\s*")  # a form field's whole number (no 1.5, 1e3, 5_000, Infinity)
+
+
+FILE_FIELDS = ("file", "image", "audio")  # multipart upload fields; all typed by content ("image" may hold audio)
 
 
 def _int(value: Any, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole number within [lo, hi]: a JSON integer (or integral float like 2.0) or a form's digits."""
     if value is None or value == "":
         return default
+    bad = ApiError(f"'{name}' must be a whole number between {lo} and {hi}, got {str(value)[:40]!r}",
+                   400, "bad_parameter")
     if isinstance(value, bool):
-        raise ApiError(f"'{name}' must be a whole number", 400, "bad_parameter")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(f"'{name}' must be a whole number, got {str(value)[:40]!r}", 400, "bad_parameter") from None
-    if not lo <= number <= hi:
-        raise ApiError(f"'{name}' must be between {lo} and {hi}, got {number}", 400, "bad_parameter")
-    return number
+        raise bad
+    if isinstance(value, float):  # JSON 1.5, 1e400 (inf), Infinity, NaN
+        if not math.isfinite(value) or not value.is_integer():
+            raise bad
+        value = int(value)
+    elif isinstance(value, str):
+        if not WHOLE.fullmatch(value):
+            raise bad
+        value = int(value)
+    elif not isinstance(value, int):
+        raise bad
+    if not lo <= value <= hi:
+        raise ApiError(f"'{name}' must be between {lo} and {hi}, got {value}", 400, "bad_parameter")
+    return value
 
 
 def _as_list(value: Any) -> list:
@@ -63,7 +71,8 @@ def _weight(value: Any, where: str) -> float:
 def _weighted_inputs(value: Any, n_files: int) -> tuple[list, list, dict[int, float]]:
     """The ``inputs`` field: [{"text"|"item"|"file": ..., "weight": w}, ...] -> texts, items, file weights.
 
-    ``{"file": i}`` (multipart only) weighs the i-th (0-based) ``file`` upload.
+    ``{"file": i}`` (multipart only) weighs the i-th (0-based) upload: the ``file`` parts, then ``image``, then
+    ``audio``.
     """
     if value is None:
         return [], [], {}
@@ -101,7 +110,7 @@ def parse_search(request: Request, config: dict) -> Query:
     items: list[tuple[Any, float, str]]
     files: list[tuple[FileStorage, float]] = []
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
+        body = json_body(request)
         if not isinstance(body, dict):
             raise ApiError("the request body is not a JSON object; send e.g. {\"text\": \"a red apple\"}",
                            400, "bad_json")
@@ -122,13 +131,13 @@ def parse_search(request: Request, config: dict) -> Query:
         items = [(i, 1.0, "item") for i in form.getlist("item")] + [(i, -1.0, "not_item") for i in form.getlist("not_item")]
         target, k, offset = form.get("target"), form.get("k"), form.get("offset")
         for name in request.files:
-            if name not in ("file", "not_file"):
+            if name not in (*FILE_FIELDS, "not_file"):
                 raise ApiError(f"unexpected file field '{name}'; send every image or audio file as 'file' "
-                               "(or 'not_file' for \"not this\")", 400, "bad_parameter")
-        files = [(f, 1.0) for f in request.files.getlist("file")]
+                               "('image' and 'audio' work too; 'not_file' for \"not this\")", 400, "bad_parameter")
+        files = [(f, 1.0) for name in FILE_FIELDS for f in request.files.getlist(name)]
         try:
             inputs = json.loads(form["inputs"]) if form.get("inputs") else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise ApiError("the 'inputs' field is not valid JSON; send e.g. [{\"file\": 0, \"weight\": 0.5}]",
                            400, "bad_parameter") from None
         more_texts, more_items, file_weights = _weighted_inputs(inputs, len(files))
@@ -138,8 +147,9 @@ def parse_search(request: Request, config: dict) -> Query:
         raise ApiError("send the query as JSON (application/json) or, with files, as multipart/form-data",
                        415, "unsupported_type")
 
-    target = target or "all"
-    if target not in TARGETS:
+    if target is None or target == "":
+        target = "all"
+    if not isinstance(target, str) or target not in TARGETS:
         raise ApiError(f"unknown target '{str(target)[:40]}'; use one of {', '.join(TARGETS)}", 400, "bad_parameter")
     k = _int(k, "k", config["DEFAULT_K"], 1, config["MAX_K"])
     offset = _int(offset, "offset", 0, 0, config["MAX_RESULTS"] - 1)
@@ -153,6 +163,9 @@ def parse_search(request: Request, config: dict) -> Query:
         if not isinstance(t, str):
             raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
         t = t.strip()
+        if "\x00" in t or not _utf8(t):
+            raise ApiError(f"'{field}' holds a character that is not text (a NUL or a lone UTF-16 surrogate such as "
+                           "\\ud800); send the words as valid UTF-8", 400, "bad_text")
         if not t:
             continue  # an empty box next to an upload is not an error; no input at all is (below)
         if len(t) > config["MAX_TEXT_CHARS"]:
@@ -162,25 +175,43 @@ def parse_search(request: Request, config: dict) -> Query:
     for i, weight, field in items:
         iid = _int(i, field, 0, 1, 2**62)
         parts.append(Input("item", iid, weight, key=str(iid), label=f"item {iid}"))
-    for f, weight in files:
-        parts.append(dataclasses.replace(decode_upload(f, config), weight=weight))
-    if not parts:
+    if not parts and not files:
         raise ApiError("the query is empty: type some words, add an image or an audio file, or record from "
                        "the microphone", 400, "empty_query")
-    if len(parts) > config["MAX_INPUTS"]:
-        raise ApiError(f"a query combines at most {config['MAX_INPUTS']} inputs; got {len(parts)}", 400, "too_many_inputs")
-    if not any(p.weight > 0 for p in parts):
+    if len(parts) + len(files) > config["MAX_INPUTS"]:  # before any upload is read
+        raise ApiError(f"a query combines at most {config['MAX_INPUTS']} inputs; got {len(parts) + len(files)}",
+                       400, "too_many_inputs")
+    if not any(p.weight > 0 for p in parts) and not any(w > 0 for _, w in files):
         raise ApiError("every input is \"not this\" (negative weight); add at least one input to look for: words, "
                        "an image, an audio file or an item", 400, "no_positive_input")
+    parts += decode_uploads(files, config)  # every other limit is checked: only now are files read
     return Query(tuple(parts), target=target, k=k, offset=offset, hybrid=parse_switch(request, "hybrid", False),
                  rerank=parse_switch(request, "rerank", True))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_body(request: Request) -> Any:
+    """The parsed JSON body, or None when it is not JSON (malformed, or nested too deep to parse)."""
+    if "webui.json" not in request.environ:
+        try:
+            request.environ["webui.json"] = json.loads(request.get_data(cache=True))
+        except (ValueError, RecursionError):
+            request.environ["webui.json"] = None
+    return request.environ["webui.json"]
 
 
 def parse_switch(request: Request, name: str, default: bool) -> bool:
     """A true/false field of a search request (absent = ``default``): JSON true/false; in a form 1/0,
     true/false, on/off, yes/no."""
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
+        body = json_body(request)
         value = body.get(name) if isinstance(body, dict) else None
         if value is None:
             return default
@@ -195,69 +226,3 @@ def parse_switch(request: Request, name: str, default: bool) -> bool:
         if value in ("1", "true", "on", "yes"):
             return True
     raise ApiError(f"'{name}' must be true or false, got {str(value)[:40]!r}", 400, "bad_parameter")
-
-
-def _label(f: FileStorage) -> str:
-    name = os.path.basename((f.filename or "").replace("\\", "/"))
-    return "".join(ch for ch in name if ch.isprintable())[:80] or "upload"
-
-
-def decode_upload(f: FileStorage, config: dict) -> Input:
-    """Type an uploaded file by content, check its limits, decode it to what the encoders take."""
-    label = _label(f)
-    data = f.read()
-    if not data:
-        raise ApiError(f"{label} is empty", 400, "empty_file")
-    fd, name = tempfile.mkstemp(prefix="webui-upload-")  # no extension: only the content can type it
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        kind = sniff_upload(data[:64], tmp)
-        if kind is None:
-            raise ApiError(f"{label} is neither an image (JPEG, PNG, WebP, GIF, BMP, TIFF) nor audio (WAV, FLAC, "
-                           "MP3, OGG, M4A, WebM) by its content", 415, "unsupported_type")
-        if kind == "image":
-            value = _decode_image(tmp, label, config["MAX_IMAGE_PIXELS"])
-        else:
-            value = _decode_audio(tmp, label, config["MAX_AUDIO_SECONDS"])
-    finally:
-        tmp.unlink(missing_ok=True)
-    return Input(kind, value, key=upload_key(data), label=label)
-
-
-def _clean(exc: Exception, tmp: Path, label: str) -> str:
-    return str(exc).replace(str(tmp), label)
-
-
-def _decode_image(tmp: Path, label: str, max_pixels: int):
-    from PIL import Image
-
-    too_big = f"{label} is over the {max_pixels / 1e6:g} Mpx limit for a query image; downscale it"
-    try:  # the header gives the size without decoding the pixels
-        with Image.open(tmp) as img:
-            w, h = img.size
-    except Image.DecompressionBombError:  # Pillow's own hard limit, far above ours
-        raise ApiError(too_big, 413, "too_large") from None
-    except Exception:
-        w = h = 0  # let the decoder say what is wrong
-    if w * h > max_pixels:
-        raise ApiError(f"{label} is {w}x{h} = {w * h / 1e6:.1f} Mpx, over the {max_pixels / 1e6:g} Mpx limit for a "
-                       "query image; downscale it", 413, "too_large")
-    try:
-        return decoders.load_image(tmp, max_pixels=max_pixels)
-    except decoders.DecodeError as exc:
-        raise ApiError(_clean(exc, tmp, label), 422, "undecodable") from None
-
-
-def _decode_audio(tmp: Path, label: str, max_seconds: float):
-    limit_msg = f"{label} is longer than the {max_seconds:g} s limit for a query; trim it"
-    try:
-        audio = decoders.load_audio(tmp, max_seconds=max_seconds * AUDIO_DECODE_MARGIN)
-    except decoders.DecodeError as exc:
-        if "longer than" in str(exc):  # the decoder stopped early at twice our limit
-            raise ApiError(limit_msg, 413, "too_large") from None
-        raise ApiError(_clean(exc, tmp, label), 422, "undecodable") from None
-    if len(audio) > max_seconds * decoders.SAMPLE_RATE:
-        raise ApiError(limit_msg, 413, "too_large")
-    return audio

@@ -9,19 +9,49 @@ threads, so two workers on two cores do not fight over them.
 
 Equivalent command line, for process managers::
 
-    WEBUI_DATA_DIR=/srv/data gunicorn -w 2 --threads 4 -k gthread -t 120 -b 127.0.0.1:8000 'webui:create_app()'
+    WEBUI_DATA_DIR=/srv/data gunicorn -w 2 --threads 4 -k webui.server.JsonErrorWorker -t 120 \\
+        --limit-request-line 8190 --limit-request-field_size 16380 -b 127.0.0.1:8000 'webui:create_app()'
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
+
+from .limits import GUNICORN_FIELD_SIZE, GUNICORN_REQUEST_LINE
+from .security import DATA_CSP
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+class JsonErrorWorker(ThreadWorker):
+    """gunicorn's gthread worker, answering its own 414/431 (request line or header over gunicorn's limit) as the
+    API's JSON error instead of an HTML page; everything else as gunicorn does."""
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        if not isinstance(exc, (LimitRequestLine, LimitRequestHeaders)):
+            return super().handle_error(req, client, addr, exc)
+        status, reason, code = ((414, "URI Too Long", "url_too_long") if isinstance(exc, LimitRequestLine)
+                                else (431, "Request Header Fields Too Large", "headers_too_large"))
+        message = (f"the request line or a header is over the server's limit ({GUNICORN_REQUEST_LINE} bytes for the "
+                   f"request line, {GUNICORN_FIELD_SIZE} per header): send long queries as POST /api/search")
+        body = json.dumps({"error": {"status": status, "code": code, "message": message}}).encode()
+        head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: {DATA_CSP}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+        self.log.warning("refused a request from %s: %s", (addr or ("",))[0], exc)
+        try:
+            util.write_nonblock(client, head + body)
+        except OSError:
+            self.log.debug("failed to send the error response")
 
 
 class WebServer(BaseApplication):
@@ -51,7 +81,9 @@ def serve(data_dir: str, host: str, port: int, workers: int, threads: int, acces
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "webui.server.JsonErrorWorker",  # gthread, with JSON for gunicorn's own 414/431
+        "limit_request_line": GUNICORN_REQUEST_LINE,  # Flask answers over webui.limits.MAX_URL_BYTES first
+        "limit_request_field_size": GUNICORN_FIELD_SIZE,
         "timeout": timeout,  # a long audio query runs Whisper; never kill a worker mid-ASR
         "graceful_timeout": 30,
         "keepalive": 5,

@@ -1,0 +1,46 @@
+"""A new indexer run reloads only what changed: an indexer run that only adds notes makes the web app load the
+new text index from disk (no rebuild from SQL) and keep its image index object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "browser"))
+import webui_testing as wt  # noqa: E402
+
+from webui import create_app  # noqa: E402
+
+
+def test_only_the_changed_modality_is_reloaded_and_nothing_is_rebuilt(tmp_path, tiny_openclip):
+    archive, data = tmp_path / "archive", tmp_path / "data"
+    wt.shape_images(archive / "photos", 4)
+    (archive / "notes").mkdir()
+    (archive / "notes" / "garden.txt").write_text("Tomatoes and basil grow in the garden.")
+    model = f"openclip:{tiny_openclip}"
+    wt.index_folder(archive, data, model=model)
+    app = create_app({"DATA_DIR": str(data), "TESTING": True, "RELOAD_CHECK_SECONDS": 0})
+    engine = app.extensions["webui.engine"]
+    client = app.test_client()
+    assert client.post("/api/search", json={"text": "garden", "k": 1}).status_code == 200
+    first = engine.snapshot().service.searcher.indices
+    assert engine.reloads == {"loaded": 2, "kept": 0, "rebuilt": 0}
+
+    for n in range(3):  # three runs that only add notes
+        (archive / "notes" / f"note{n}.txt").write_text(f"Note number {n} about the lighthouse keeper.")
+        assert wt.index_folder(archive, data, model=model)["added"] == 1
+        hits = client.post("/api/search", json={"text": f"Note number {n} lighthouse", "k": 1}).get_json()["hits"]
+        assert hits[0]["name"] == f"note{n}.txt"
+    now = engine.snapshot().service.searcher.indices
+    assert now["image"] is first["image"], "the unchanged image index was reloaded"
+    assert now["text"] is not first["text"] and now["text"].count == 4
+    assert engine.reloads == {"loaded": 2 + 3, "kept": 3, "rebuilt": 0}
+
+    manifest_path = data / "index" / "text" / "manifest.json"  # a run killed before its save: text lags
+    manifest = json.loads(manifest_path.read_text())
+    manifest["revision"] -= 1
+    manifest_path.write_text(json.dumps(manifest))
+    fresh = create_app({"DATA_DIR": str(data), "TESTING": True}).extensions["webui.engine"]
+    fresh.snapshot()
+    assert fresh.reloads == {"loaded": 1, "kept": 0, "rebuilt": 1}  # only the stale one from SQL
