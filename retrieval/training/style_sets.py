@@ -77,9 +77,9 @@ def assign(rows: list[dict], sets: list[IconSet], held_out: float, seed: int) ->
     for s in sets:
         held_set = s.prefix in HELD_OUT_SETS
         groups = per_set[s.prefix]
-        order = sorted(groups, key=lambda k: (-popularity[k], k))
+        order = sorted(groups, key=lambda k: (-popularity.get(k, 0), k))
         if held_set:  # only concepts some training set also draws (cross-style eval)
-            order = [k for k in order if k in popularity or (k in by_key and by_key[k]["images"])]
+            order = [k for k in order if popularity.get(k, 0) > 0 or (k in by_key and by_key[k]["images"])]
         count = 0
         for key in order:
             if not s.emoji and count >= MAX_PER_SET:
