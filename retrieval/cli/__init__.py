@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--held-out", type=float, default=0.15, help="fraction of concepts kept out of training")
     b.add_argument("--workers", type=int, default=2)
+    b.add_argument("--styles", choices=["all", "emoji-only", "none"], default="all",
+                   help="extra drawing styles from Iconify sets on npm: emoji and icon sets (default), the emoji "
+                        "sets only, or none (the two emoji vendors only)")
+    b.add_argument("--no-speech", action="store_true", help="skip speech synthesis and Whisper frames")
 
     t = sub.add_parser("train", help="train the image tower and speech head (stage joint) or the re-ranker (stage rerank)")
     t.add_argument("--stage", choices=["joint", "rerank", "calibrate"], default="joint",

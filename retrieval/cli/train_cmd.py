@@ -12,7 +12,8 @@ def run_build_data(args: argparse.Namespace) -> int:
     from ..training.build import build
 
     logging.getLogger("retrieval").setLevel(logging.INFO)
-    out = build(Path(args.out), Path(args.cache), seed=args.seed, held_out=args.held_out, workers=args.workers)
+    out = build(Path(args.out), Path(args.cache), seed=args.seed, held_out=args.held_out, workers=args.workers,
+                styles=args.styles, speech=not args.no_speech)
     print(f"training data ready in {out}")
     return 0
 

@@ -4,6 +4,10 @@ Emoji are transparent drawings: each one is composited onto a random background
 (solid, gradient, smooth noise, a faded other emoji, or plain white as at run time)
 so the tower cannot learn the background, then jittered geometrically and given a
 random "style" (posterise, blur, low resolution, outline-ish sharpening, noise).
+``vendor_style`` (before compositing) imitates what other drawing sets do: black
+outlines on flat colour, flat colour quantisation, gradient / 3-D shading, monochrome
+line art from edges, silhouettes, thicker or thinner strokes; the affine jitter adds
+small rotations. Everything is drawn from the generator ``g``: deterministic per seed.
 No flips or hue shifts: direction and colour carry meaning ("left arrow", "red apple").
 """
 
@@ -73,9 +77,87 @@ def _style(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def augment(rgba_u8: torch.Tensor, pool: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """(N, 4, S, S) uint8 RGBA -> (N, 3, S, S) float in [-1, 1], augmented."""
+def _dilate(x: torch.Tensor, k: int) -> torch.Tensor:
+    return F.max_pool2d(x, k, 1, k // 2)
+
+
+def _erode(x: torch.Tensor, k: int) -> torch.Tensor:
+    return -F.max_pool2d(-x, k, 1, k // 2)
+
+
+# probability of each vendor-style transform (independent; several may stack)
+STYLE_P = {"stroke": 0.15, "quantise": 0.15, "outline": 0.15, "shade": 0.15, "lineart": 0.08, "silhouette": 0.06}
+_LUMA = (0.3, 0.59, 0.11)
+
+
+def _stroke(x: torch.Tensor, thick: torch.Tensor, k: int) -> torch.Tensor:
+    """Thicker (dilate colour and alpha) or thinner (erode alpha) strokes."""
+    rgb, a = x[:, :3], x[:, 3:]
+    grown = torch.cat([_dilate(rgb * a, k) / _dilate(a, k).clamp_min(1e-3), _dilate(a, k)], 1)
+    return torch.where(thick[:, None, None, None], grown, torch.cat([rgb, _erode(a, k)], 1)).clamp(0, 1)
+
+
+def _quantise(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.round(x[:, :3] * levels) / levels, x[:, 3:]], 1)
+
+
+def _outline(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Black outline around the shape and along edges between colour regions."""
+    rgb, a = x[:, :3], x[:, 3:]
+    ring = (_dilate(a, k) - a).clamp(0, 1)
+    edge = (_dilate(rgb, 3) - _erode(rgb, 3)).amax(1, keepdim=True).gt(0.35).float() * a
+    return torch.cat([rgb * (1 - edge) * (1 - ring), torch.maximum(a, ring)], 1)
+
+
+def _shade(x: torch.Tensor) -> torch.Tensor:
+    """3-D look: light from the top left and a soft highlight."""
+    ys = torch.linspace(-1, 1, x.shape[-1], device=x.device)
+    light = 1.15 - 0.3 * ((ys[:, None] + ys[None, :]) / 2 + 0.5).clamp(0, 1.5)
+    gloss = (1 - ((ys[:, None] + 0.5) ** 2 + (ys[None, :] + 0.4) ** 2) * 4).clamp(0, 1) * 0.35
+    return torch.cat([(x[:, :3] * light + gloss).clamp(0, 1), x[:, 3:]], 1)
+
+
+def _lineart(x: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+    """Monochrome line drawing: the shape's contour plus edges between colour regions, in dark ink."""
+    lum = (x[:, :3] * torch.tensor(_LUMA, device=x.device)[None, :, None, None]).sum(1, keepdim=True)
+    solid = (x[:, 3:] > 0.5).float()
+    contour = _dilate(solid, 3) - _erode(solid, 3)
+    inner = ((_dilate(lum, 3) - _erode(lum, 3)) > 0.2).float() * solid
+    return torch.cat([ink.expand(-1, 3, *x.shape[2:]), torch.maximum(contour, inner)], 1)
+
+
+def _silhouette(x: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+    return torch.cat([ink.expand(-1, 3, *x.shape[2:]), x[:, 3:]], 1)
+
+
+def vendor_style(rgba: torch.Tensor, g: torch.Generator, p: dict[str, float] | None = None) -> torch.Tensor:
+    """(N, 4, S, S) float RGBA in [0, 1] (straight alpha) -> the same, restyled like another drawing set.
+
+    Each transform runs only on the images drawn for it, so the cost scales with its probability.
+    """
+    p = STYLE_P if p is None else p
+    n, dev = rgba.shape[0], rgba.device
+    r = torch.rand(n, 6, generator=g).to(dev)
+    thick = (torch.rand(n, generator=g) < 0.5).to(dev)
+    levels = torch.randint(3, 7, (n, 1, 1, 1), generator=g).to(dev).float()
+    ink = (torch.rand(n, 3, 1, 1, generator=g) * 0.3).to(dev)  # near-black ink
+    k = 3 if rgba.shape[-1] <= 96 else 5  # neighbourhood for strokes and outlines, ~3-4% of the width
+    out = rgba.clone()
+    steps = (("stroke", lambda x, i: _stroke(x, thick[i], k)), ("quantise", lambda x, i: _quantise(x, levels[i])),
+             ("outline", lambda x, i: _outline(x, k)), ("shade", lambda x, i: _shade(x)),
+             ("lineart", lambda x, i: _lineart(x, ink[i])), ("silhouette", lambda x, i: _silhouette(x, ink[i])))
+    for j, (name, fn) in enumerate(steps):
+        idx = (r[:, j] < p[name]).nonzero().flatten()
+        if len(idx):
+            out[idx] = fn(out[idx], idx)
+    return out
+
+
+def augment(rgba_u8: torch.Tensor, pool: torch.Tensor, g: torch.Generator, styles: bool = False) -> torch.Tensor:
+    """(N, 4, S, S) uint8 RGBA -> (N, 3, S, S) float in [-1, 1], augmented (``styles``: also ``vendor_style``)."""
     rgba = rgba_u8.float() / 255
+    if styles:
+        rgba = vendor_style(rgba, g)
     fg = _affine(rgba, g)
     bg = _backgrounds(len(rgba), rgba.shape[-1], pool, g)
     x = fg[:, :3] + bg * (1 - fg[:, 3:])

@@ -3,9 +3,14 @@
 Steps (each skipped when its output exists, so an interrupted build resumes):
 1. emoji packages from npm -> ``concepts.json`` and ``images/<vendor>/*.png``;
 2. the concept split (fixed seed; ~15% of concepts held out);
+2b. more drawing styles (``--styles all|emoji-only|none``): Iconify sets from npm rendered
+   to ``images/<set>/*.png`` and merged into ``concepts.json`` (``style_sets.json`` marks
+   the step done and is the per-set licence table; see ``style_sets.py``);
 3. spoken captions (train voices; the held-out voice only for evaluation clips);
 4. Whisper encoder frames of every training/validation clip (``frames.npy``);
-5. evaluation manifests in the ``python -m retrieval eval`` format.
+5. evaluation manifests in the ``python -m retrieval eval`` format (``eval_style_<set>.jsonl``
+   for the held-out drawing sets, ``eval_heldout_icons.jsonl`` for held-out icon concepts).
+Speech (3, 4) covers the emoji concepts only, as before; ``speech=False`` skips it.
 """
 
 from __future__ import annotations
@@ -33,19 +38,35 @@ VAL_CLIPS = 300
 SEEN_EVAL_CONCEPTS = 300
 
 
-def build(out: Path, cache: Path, seed: int = 0, held_out: float = 0.15, workers: int = 2) -> Path:
+def build(out: Path, cache: Path, seed: int = 0, held_out: float = 0.15, workers: int = 2, styles: str = "all",
+          speech: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     concepts_file = out / "concepts.json"
     if not concepts_file.is_file():
         _build_concepts(out, cache, seed, held_out)
     concepts = json.loads(concepts_file.read_text())
+    if styles != "none" and not (out / "style_sets.json").is_file():
+        from .style_sets import add_styles
+
+        concepts = add_styles(concepts, out, cache, held_out, seed, styles, workers)
+        concepts_file.write_text(json.dumps(concepts, indent=0))
+        _write_licences(out)
     clips_file = out / "clips.jsonl"
-    if not clips_file.is_file():
+    if speech and not clips_file.is_file():
         _build_speech(out, concepts, seed, workers)
-    if not (out / "frames.npy").is_file():
+    if speech and not (out / "frames.npy").is_file():
         _build_frames(out)
     _write_manifests(out, concepts, seed)
     return out
+
+
+def _write_licences(out: Path) -> None:
+    lines = [f"{k}: {v}" for k, v in LICENCES.items()]
+    if (out / "style_sets.json").is_file():
+        for t in json.loads((out / "style_sets.json").read_text()):
+            lines.append(f"{t['set']} ({t['npm']}, {t['role']}): {t['name']} by {t['author']} ({t['url']}), "
+                         f"{t['licence']} ({t['licence_url']})")
+    (out / "LICENCES.txt").write_text("\n".join(lines) + "\n")
 
 
 def _build_concepts(out: Path, cache: Path, seed: int, held_out: float) -> None:
@@ -74,7 +95,7 @@ def _build_concepts(out: Path, cache: Path, seed: int, held_out: float) -> None:
                      "split": "train" if c.key in train else "heldout", "captions": c.captions(),
                      "spoken": spoken_captions(c.label, c.tags), "images": images})
     (out / "concepts.json").write_text(json.dumps(rows, indent=0))
-    (out / "LICENCES.txt").write_text("\n".join(f"{k}: {v}" for k, v in LICENCES.items()) + "\n")
+    _write_licences(out)
     log.info("%d concepts (%d held out)", len(rows), len(held))
 
 
@@ -85,6 +106,7 @@ def _build_speech(out: Path, concepts: list[dict], seed: int, workers: int) -> N
                                 "apt-get install espeak-ng flite festival festvox-kallpc16k")
     rng = random.Random(seed + 1)
     jobs: list[tuple[Clip, str, int, bool]] = []
+    concepts = [c for c in concepts if not c["key"].startswith("icon:")]  # speech: emoji concepts, as before
     train_keys = [c["key"] for c in concepts if c["split"] == "train"]
     val_keys = set(rng.sample(train_keys, VAL_CLIPS))
     seen_eval = set(rng.sample(train_keys, SEEN_EVAL_CONCEPTS)) | set(DEMO_CONCEPTS)
@@ -118,6 +140,8 @@ def _build_speech(out: Path, concepts: list[dict], seed: int, workers: int) -> N
 
 
 def read_clips(out: Path) -> list[dict]:
+    if not (out / "clips.jsonl").is_file():
+        return []
     return [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines() if line.strip()]
 
 
@@ -148,6 +172,18 @@ def _build_frames(out: Path) -> None:
 
 def _write_manifests(out: Path, concepts: list[dict], seed: int) -> None:
     """held-out concepts (all modalities) and seen concepts spoken by the held-out voice."""
+    from .style_sets import write_style_manifests
+
+    if (out / "style_sets.json").is_file():
+        write_style_manifests(out, concepts, seed)
+    with open(out / "eval_heldout_icons.jsonl", "w") as f:  # held-out icon concepts: text -> their pictures
+        for c in concepts:
+            if c["split"] == "heldout" and c["key"].startswith("icon:"):
+                for vendor in sorted(c["images"])[:2]:
+                    f.write(json.dumps({"id": f"{c['key']}-{vendor}", "modality": "image",
+                                        "path": c["images"][vendor][0], "label": c["key"]}) + "\n")
+                f.write(json.dumps({"id": f"{c['key']}-text", "modality": "text", "text": c["captions"][0],
+                                    "label": c["key"]}) + "\n")
     voice_clips = {c["concept"]: c for c in read_clips(out) if c["split"] == "heldout-voice"}
     for name, keep in (("eval_heldout.jsonl", lambda c: c["split"] == "heldout"),
                        ("eval_seen_voice.jsonl", lambda c: c["split"] == "train" and c["key"] in voice_clips)):
