@@ -14,6 +14,7 @@ from retrieval.index import IndexMismatchError
 
 from . import repository as repo
 from .catalog import Catalog, CatalogBusyError
+from .notices import notices
 from .db import data_dir_from
 from .pipeline import AddOptions, ModelMismatchError, add, check_roots, resolve_model
 from .token_sync import missing_tokens, rebuild_tokens
@@ -87,6 +88,8 @@ def _add(args: argparse.Namespace, catalog: Catalog) -> int:
         print(f"added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
               f"removed {d['removed']}, errors {d['errors']}{known} in {d['timings']['total_s']:.1f}s"
               + ("  (see `python -m indexer errors`)" if d["errors"] or d["known_errors"] else ""))
+        for notice in d.get("notices", []):
+            print(f"note: {notice}", file=sys.stderr)
     return 0
 
 
@@ -133,8 +136,9 @@ def _status(args: argparse.Namespace, catalog: Catalog) -> int:
         errors = len(repo.file_errors(s))
         run = repo.last_run(s)
         last = {"started_at": run.started_at.isoformat(), "summary": run.summary} if run else None
+        said = notices(s, model) if model else []
     out = {"data_dir": str(catalog.data_dir), "model": model, "revision": revision, "items": counts,
-           "errors": errors, "tokens_missing": missing_tokens(catalog), "last_run": last}
+           "errors": errors, "tokens_missing": missing_tokens(catalog), "last_run": last, "notices": said}
     print(json.dumps(out, default=str) if args.json else json.dumps(out, indent=2, default=str))
     return 0
 

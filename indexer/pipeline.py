@@ -70,7 +70,8 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
             model.tower(c.modality)  # raises with the fix in its message
         if c.modality == "image":
             img = decoders.load_image(Path(c.path))
-            out.units = [Unit("image", img, extra={"width": img.width, "height": img.height}, source=c.path)]
+            extra = {"width": img.width, "height": img.height} | ({"photo": True} if img.info.get("photographic") else {})
+            out.units = [Unit("image", img, extra=extra, source=c.path)]
         elif c.modality == "audio":
             stats = decoders.StreamStats()
             out.units = [Unit("audio", seg.samples, seg.start, seg.end)
@@ -236,11 +237,18 @@ def add(paths: Sequence[Path], catalog: Catalog, options: AddOptions) -> Summary
         summary.timings["files_per_s"] = len(todo) / max(summary.timings["total_s"], 1e-9)
         with catalog.session() as s:
             summary.known_errors = max(0, len(repo.error_paths_under(s, roots)) - summary.errors)
+            summary.notices = catalog_notices(s, model.name)
             repo.finish_run(s, run_id, summary.as_dict())
             s.commit()
         return summary
     finally:
         catalog.unlock()
+
+
+def catalog_notices(session, model: str) -> list[str]:  # noqa: ANN001 - a SQLAlchemy session
+    from .notices import notices
+
+    return notices(session, model)
 
 
 def refill_missing_tokens(catalog: Catalog, model: Model, summary: Summary) -> None:

@@ -57,3 +57,9 @@ class CatalogPort:
     def keyword_matches(self, ids: Sequence[int], words: str) -> dict[int, list[str]]:
         with self.catalog.session() as s:
             return repo.keyword_matches(s, list(ids), words)
+
+    def photo_count(self) -> int:
+        from .notices import photo_count
+
+        with self.catalog.session() as s:
+            return photo_count(s)

@@ -57,6 +57,7 @@ class Summary:
     errors: int = 0  # new in this run (DESIGN's --json contract)
     known_errors: int = 0  # broken files under the given paths recorded by earlier runs, still broken
     timings: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    notices: list[str] = field(default_factory=list)  # what the model says about the archive (model_fit)
 
     def merge(self, other: "Summary") -> None:
         for k in ("added", "updated", "unchanged", "removed", "errors"):
@@ -67,6 +68,8 @@ class Summary:
                                ("added", "updated", "unchanged", "removed", "errors", "known_errors")}
         if with_timings:
             out["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        if self.notices:
+            out["notices"] = list(self.notices)
         return out
 
 

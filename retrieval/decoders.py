@@ -127,7 +127,9 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
                     )
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                rgb = _to_rgb(img)
+                rgb.info["photographic"] = looks_photographic(img)
+                return rgb
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -138,6 +140,12 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
         raise DecodeError(f"{path}: not a readable image, truncated or damaged ({_short(exc)}); check that it "
                           f"opens in an image viewer, or re-save it") from None
+
+
+def looks_photographic(img) -> bool:  # noqa: ANN001 - a PIL image
+    from .model_fit import looks_photographic as check
+
+    return check(img)
 
 
 def _to_rgb(img):

@@ -37,6 +37,9 @@ class MetadataPort(Protocol):
     def keyword_matches(self, ids: Sequence[int], words: str) -> dict[int, list[str]]:
         """Per id, which of the query's terms its text or file name holds."""
 
+    def photo_count(self) -> int:
+        """How many indexed pictures looked photographic when decoded (``retrieval.model_fit``)."""
+
 
 class KeywordIndexMissing(RuntimeError):
     """The catalog predates keyword search; the message says how to upgrade it."""

@@ -161,3 +161,4 @@ class Result:
     hybrid: dict[str, Any] | None = None
     calibrated: bool = False  # scores are calibrated relevances (False: clipped cosine, no calibration file)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # said once per result: e.g. photographs in a pictogram index

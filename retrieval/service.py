@@ -141,6 +141,7 @@ class SearchService:
         if self.resources.model is not searcher.model:
             raise ValueError("the query resources belong to another model than the indices")
         self.revision = revision
+        self._notice_cache: list[str] | None = None
 
     @property
     def model(self) -> Model:
@@ -184,7 +185,18 @@ class SearchService:
             model=self.model.name, revision=self.revision,
             rerank={"applied": reranker is not None, "k": query.rerank_k if reranker is not None else 0},
             hybrid=hybrid, calibrated=self.resources.calibration.calibrated,
-            timings_ms={"encode": round((t1 - t0) * 1000, 1), "search": round((t2 - t1) * 1000, 1)})
+            timings_ms={"encode": round((t1 - t0) * 1000, 1), "search": round((t2 - t1) * 1000, 1)},
+            notices=self._notices() if "image" in targets else [])
+
+    def _notices(self) -> list[str]:
+        """Once per snapshot: what the model says about the archive (photographs in a pictogram index)."""
+        if self._notice_cache is None:
+            from .model_fit import photo_notice
+
+            count = getattr(self.port, "photo_count", None)
+            notice = photo_notice(self.model.name, count()) if count is not None else None
+            self._notice_cache = [notice] if notice else []
+        return list(self._notice_cache)
 
     # ---- 1. inputs -> vectors ---------------------------------------------------
     def _encode(self, query: Query) -> _Encoded:

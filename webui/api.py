@@ -47,6 +47,8 @@ def result_json(result: Result) -> dict:
     }
     if result.hybrid is not None:
         out["hybrid"] = result.hybrid
+    if result.notices:
+        out["notices"] = result.notices
     return out
 
 

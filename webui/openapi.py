@@ -172,6 +172,9 @@ SCHEMAS: dict = {
                     "transcript": {"type": "string", "description": "What the speech recogniser heard"}}}},
                 "words": {"type": "array", "items": {"type": "string"}}}},
             "model": {"type": "string"}, "revision": {"type": "integer"},
+            "notices": {"type": "array", "items": {"type": "string"},
+                        "description": "Said once per result, e.g. that the index holds photographs the bundled "
+                                       "pictogram model cannot rank, and how to index them instead"},
             "calibrated": {"type": "boolean", "description": "Whether scores are calibrated relevances (false: the "
                                                              "model has no calibration; scores are cosines clipped "
                                                              "to [0, 1])"},

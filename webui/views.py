@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer import repository as repo
+from indexer.notices import notices
 from retrieval.encoders import MODALITIES
 
 from .engine import Engine
@@ -84,6 +85,8 @@ def stats_json(engine: Engine) -> dict:
                     "by_modality": {m: n for m, n in files.get("ok", {}).items()}}
     out["last_run"] = last
     out["errors"] = {"total": total_errors, "shown": [{"path": p, "error": e} for p, e in errors]}
+    with engine.session() as s:
+        out["notices"] = notices(s, out["model"])
     snap = engine.snapshot()
     if snap.service is not None:
         out["indices"] = {m: {"count": i.count, "factory": i.manifest.factory, "dim": i.manifest.dim}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,11 @@ def print_result(result: Result, as_json: bool) -> None:
     rows = [h.to_dict() for h in result.hits]
     if as_json:
         print(json.dumps({"hits": rows, "calibrated": result.calibrated, "rerank": result.rerank,
-                          **({"hybrid": result.hybrid} if result.hybrid else {})}))
+                          **({"hybrid": result.hybrid} if result.hybrid else {}),
+                          **({"notices": result.notices} if result.notices else {})}))
         return
+    for notice in result.notices:
+        print(f"note: {notice}", file=sys.stderr)
     if not rows:
         print("no results (is anything of that modality indexed? `python -m indexer status`)")
     for r in rows:

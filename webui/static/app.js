@@ -415,7 +415,8 @@ function render(data, append, ms) {
     say(none ? `No ${where} is indexed.` : `Nothing found in ${where}.`, "info",
       none ? "Switch to All, or index some with `python -m indexer add PATH`." : "Try other words, or switch to All.");
   } else {
-    say(`${shown}${data.has_more ? "+" : ""} result${shown === 1 ? "" : "s"} · ${Math.round(ms)} ms`);
+    say(`${shown}${data.has_more ? "+" : ""} result${shown === 1 ? "" : "s"} · ${Math.round(ms)} ms`, "info",
+      (data.notices || [])[0] || null); // e.g. photographs in an index of the pictogram model
   }
   if (append && cards[0]) cards[0].querySelector("a")?.focus();
 }
