@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
                         "gives the re-ranker unseen-concept features; not for shipping)")
     t.add_argument("--fold-run", help="rerank: the run folder of a --fold joint run; the re-ranker trains on its "
                                       "kept-out concepts, embedded by its towers (out-of-fold features)")
+    t.add_argument("--ctc", type=float, default=0.3, help="joint: weight of the speech head's auxiliary CTC loss (0 = off)")
+    t.add_argument("--emoji-share", type=float, default=0.5, help="joint: share of each batch from emoji concepts (rest: icons)")
+    t.add_argument("--no-style-augment", action="store_true", help="joint: no vendor-style picture augmentation")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     t.add_argument("--export", help="also write the committed model files to this folder (e.g. retrieval/models/triad-mini)")

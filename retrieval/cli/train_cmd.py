@@ -48,6 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(data=Path(args.data), out=Path(args.out), minutes=args.minutes, soft_targets=args.soft_targets,
                       seed=args.seed, device=args.device, export=export, resume=not args.no_resume, fold=args.fold,
+                      ctc=args.ctc, emoji_share=args.emoji_share, styles=not args.no_style_augment,
                       **_given(args, epochs=0, batch=128, steps_per_epoch=40, lr=2e-3))
     summary = train(cfg)
     print(json.dumps(summary))

@@ -28,18 +28,37 @@ MAX_FRAME_TOKENS = 32  # frame tokens per clip for the re-ranker (average-pooled
 
 
 class AttentionPoolHead(nn.Module):
-    """Learned queries attend over encoder frames; their outputs are joined and projected."""
+    """Learned queries attend over encoder frames; their outputs are joined and projected.
 
-    def __init__(self, dim: int = 384, frame_dim: int = WHISPER_DIM, queries: int = 4, heads: int = 4, hidden: int = 768) -> None:
+    ``frame_layers`` > 0 puts that many small transformer layers over the frames first; in
+    training a CTC loss on their output (characters of the transcript) makes the frames the
+    head pools carry the sound of the words, not only a closed vocabulary.
+    """
+
+    def __init__(self, dim: int = 384, frame_dim: int = WHISPER_DIM, queries: int = 4, heads: int = 4, hidden: int = 768,
+                 frame_layers: int = 0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(frame_dim)
+        self.frame_block = nn.ModuleList(
+            nn.TransformerEncoderLayer(frame_dim, heads, 2 * frame_dim, dropout=0.1, batch_first=True, norm_first=True)
+            for _ in range(frame_layers))
         self.queries = nn.Parameter(torch.randn(queries, frame_dim) * 0.02)
         self.attn = nn.MultiheadAttention(frame_dim, heads, batch_first=True)
         self.mlp = nn.Sequential(nn.LayerNorm(queries * frame_dim), nn.Linear(queries * frame_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
+    def frame_features(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, F) normalised frames after the frame layers (what the queries attend over and CTC reads)."""
+        x = self.norm(frames)
+        for layer in self.frame_block:
+            x = layer(x, src_key_padding_mask=pad_mask)
+        return x
+
     def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """frames (B, T, F); pad_mask (B, T) True where padding."""
-        x = self.norm(frames)
+        return self.pool(self.frame_features(frames, pad_mask), pad_mask)
+
+    def pool(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Frame features (B, T, F) -> (B, dim) by the learned queries."""
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)
         pooled, _ = self.attn(q, x, x, key_padding_mask=pad_mask, need_weights=False)
         return self.mlp(pooled.flatten(1))
@@ -47,10 +66,16 @@ class AttentionPoolHead(nn.Module):
     def frame_tokens(self, frames: torch.Tensor, max_tokens: int = MAX_FRAME_TOKENS) -> torch.Tensor:
         """(T, F) frames of one clip -> (<= max_tokens, dim): frames average-pooled over time, each projected
         as if every query attended to it alone (value and output projections, then the MLP)."""
-        if len(frames) > max_tokens:
-            frames = nn.functional.adaptive_avg_pool1d(frames.T[None], max_tokens)[0].T
+        if len(self.frame_block):
+            x = self.frame_features(frames[None])[0]
+            if len(x) > max_tokens:
+                x = nn.functional.adaptive_avg_pool1d(x.T[None], max_tokens)[0].T
+        else:  # the first-generation head: pool the raw frames, then normalise (as it was trained)
+            if len(frames) > max_tokens:
+                frames = nn.functional.adaptive_avg_pool1d(frames.T[None], max_tokens)[0].T
+            x = self.norm(frames)
         e = self.attn.embed_dim
-        v = nn.functional.linear(self.norm(frames), self.attn.in_proj_weight[2 * e:], self.attn.in_proj_bias[2 * e:])
+        v = nn.functional.linear(x, self.attn.in_proj_weight[2 * e:], self.attn.in_proj_bias[2 * e:])
         o = self.attn.out_proj(v)
         return self.mlp(o.repeat(1, self.queries.shape[0]))
 

@@ -10,7 +10,9 @@ Steps (each skipped when its output exists, so an interrupted build resumes):
 4. Whisper encoder frames of every training/validation clip (``frames.npy``);
 5. evaluation manifests in the ``python -m retrieval eval`` format (``eval_style_<set>.jsonl``
    for the held-out drawing sets, ``eval_heldout_icons.jsonl`` for held-out icon concepts).
-Speech (3, 4) covers the emoji concepts only, as before; ``speech=False`` skips it.
+Speech (3, 4) covers every training concept: ``CLIPS_PER_TRAIN_CONCEPT`` clips of each emoji
+concept, one of each icon concept (icon sets add words as well as styles), spoken as labels,
+short requests and descriptions (``spoken_phrasings``); ``speech=False`` skips it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ DEMO_CONCEPTS = ("1f34e", "1f436", "1f431", "1f34c", "1f697", "1f3b8", "1f355", 
 CLIPS_PER_TRAIN_CONCEPT = 3
 VAL_CLIPS = 300
 SEEN_EVAL_CONCEPTS = 300
+HELDOUT_ICON_CLIPS = 300  # held-out icon concepts spoken by training voices (validation of new words)
+REQUESTS = ("find {a}", "I'm looking for {a}", "do you have a picture of {a}", "{a}, please", "search for {a}",
+            "can you show me {a}", "I want to see {a}")
+
+
+def spoken_phrasings(c: dict, rng: random.Random) -> str:
+    """One thing a person might say for a concept: usually its label or a listed phrasing, else a request."""
+    spoken = c["spoken"]
+    if rng.random() < 0.7:
+        return rng.choice(spoken)
+    return rng.choice(REQUESTS).format(a=spoken[1] if len(spoken) > 1 else spoken[0])
 
 
 def build(out: Path, cache: Path, seed: int = 0, held_out: float = 0.15, workers: int = 2, styles: str = "all",
@@ -106,21 +119,29 @@ def _build_speech(out: Path, concepts: list[dict], seed: int, workers: int) -> N
                                 "apt-get install espeak-ng flite festival festvox-kallpc16k")
     rng = random.Random(seed + 1)
     jobs: list[tuple[Clip, str, int, bool]] = []
-    concepts = [c for c in concepts if not c["key"].startswith("icon:")]  # speech: emoji concepts, as before
-    train_keys = [c["key"] for c in concepts if c["split"] == "train"]
+    emoji = [c for c in concepts if not c["key"].startswith("icon:")]
+    icons = [c for c in concepts if c["key"].startswith("icon:") and c.get("spoken")]
+    held_icons = {c["key"] for c in rng.sample([c for c in icons if c["split"] == "heldout"],
+                                                min(HELDOUT_ICON_CLIPS, sum(c["split"] == "heldout" for c in icons)))}
+    train_keys = [c["key"] for c in emoji if c["split"] == "train"]
     val_keys = set(rng.sample(train_keys, VAL_CLIPS))
     seen_eval = set(rng.sample(train_keys, SEEN_EVAL_CONCEPTS)) | set(DEMO_CONCEPTS)
 
     def add(c: dict, voice: str, split: str, text: str, n: int) -> None:
         cid = f"{c['key']}-{split}-{n}"
         jobs.append((Clip(cid, c["key"], text, voice, f"{split}/{cid}.wav", split), str(out / "speech"),
-                     rng.randrange(1 << 30), rng.random() < 0.5 and split != "heldout-voice"))
+                     rng.randrange(1 << 30), split != "heldout-voice"))
 
-    for c in concepts:
+    for c in icons:  # one clip per training icon concept; a sample of held-out ones for validation
+        if c["split"] == "train":
+            add(c, train_voice(rng), "train", spoken_phrasings(c, rng), 0)
+        elif c["key"] in held_icons:
+            add(c, train_voice(rng), "heldout-concept", rng.choice(c["spoken"][:2]), 0)
+    for c in emoji:
         spoken = c["spoken"]
         if c["split"] == "train":
             for n in range(CLIPS_PER_TRAIN_CONCEPT):
-                text = spoken[0] if n == 0 else rng.choice(spoken)
+                text = spoken[0] if n == 0 else spoken_phrasings(c, rng)
                 add(c, train_voice(rng), "train", text, n)
             if c["key"] in val_keys:
                 add(c, train_voice(rng), "val", rng.choice(spoken[:2]), 0)

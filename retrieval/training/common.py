@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 IMAGE_ARCH = {"widths": [32, 64, 128, 256], "depths": [1, 1, 2, 2], "hidden": 512}
-HEAD_ARCH = {"queries": 4, "heads": 4, "hidden": 768}
+HEAD_ARCH = {"queries": 4, "heads": 4, "hidden": 768, "frame_layers": 1}
 
 
 def text_embedder() -> Callable[[Sequence[str]], np.ndarray]:

@@ -26,7 +26,7 @@ def render(out: Path, data: Path, n: int = 300, seed: int = 0) -> Path:
         raise FileNotFoundError(f"{FONT} is missing; apt-get install fonts-symbola")
     font = ImageFont.truetype(str(FONT), 52)
     concepts = [c for c in json.loads((data / "concepts.json").read_text()) if c["split"] == "train"
-                and "-" not in c["key"] and not c["label"].startswith("flag")]
+                and "-" not in c["key"] and not c["key"].startswith("icon:") and not c["label"].startswith("flag")]
     random.Random(seed).shuffle(concepts)
     (out / "style").mkdir(parents=True, exist_ok=True)
     rows = []

@@ -1,13 +1,19 @@
 """Contrastive training of the bundled model against the locked MiniLM text tower.
 
-Each step samples ``batch`` training concepts and, for each, two images (two
-vendors when both drew it, else two augmentations), one caption and one spoken
-clip. Losses, all symmetric InfoNCE with learnable temperatures:
+Each step samples ``batch`` training concepts (``emoji_share`` of them emoji concepts,
+the rest icon concepts, so the many icon sets do not crowd out the emoji that most
+clips and the demo are about) and, for each, two images (two drawing sets when
+several drew it, else two augmentations; ``styles``: each restyled like another
+vendor by ``augment.vendor_style``), one caption and one spoken clip. Losses, all
+symmetric InfoNCE with learnable temperatures unless said:
 
 - image -> all training captions (multi-positive; text embeddings are fixed, so
   scoring every caption each step is cheap) and in-batch image <-> caption;
 - image <-> image across vendors (style invariance);
 - speech -> all training captions, in-batch speech <-> caption, speech <-> image;
+- ``ctc`` > 0: a CTC loss on the speech head's frame features against the clip's
+  characters (the seeds' speech-recognition objective), so the frames the head pools
+  carry the sound of the words and new words land near their spelling;
 - optionally (``soft_targets`` > 0) image/speech -> all training captions against
   soft targets: the locked text tower's own similarity of the concept's captions to
   every caption, so related concepts are near misses rather than plain negatives
@@ -61,6 +67,21 @@ class TrainConfig:
     resume: bool = True
     steps_per_epoch: int = 40
     fold: float = 0.0  # cross-fitting for the re-ranker: also keep this fraction of training concepts out
+    styles: bool = True  # vendor-style augmentation of the pictures
+    emoji_share: float = 0.5  # share of each batch drawn from emoji (not icon) concepts
+    ctc: float = 0.3  # weight of the auxiliary CTC loss on the speech head's frames
+
+
+CTC_CHARS = "abcdefghijklmnopqrstuvwxyz '"  # 0 is the CTC blank
+
+
+def ctc_target(text: str) -> list[int]:
+    """A transcript's characters as CTC label ids (1..28); anything else is dropped, runs of spaces merged."""
+    out: list[int] = []
+    for ch in text.lower():
+        if ch in CTC_CHARS and not (ch == " " and (not out or out[-1] == CTC_CHARS.index(" ") + 1)):
+            out.append(CTC_CHARS.index(ch) + 1)
+    return out or [CTC_CHARS.index(" ") + 1]
 
 
 class Dataset:
@@ -112,17 +133,21 @@ class Dataset:
         frames = np.load(root / "frames.npy", mmap_mode="r")
         clips = {json.loads(line)["id"]: json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines() if line}
         self.frames: list[torch.Tensor] = []
+        self.clip_text: list[list[int]] = []
         self.clip_concept: list[int] = []
         self.clip_split: list[str] = []
         for cid, (a, b) in zip(meta["ids"], meta["offsets"]):
             self.frames.append(torch.from_numpy(np.array(frames[a:b])))
             self.clip_concept.append(self.index[clips[cid]["concept"]])
+            self.clip_text.append(ctc_target(clips[cid]["text"]))
             self.clip_split.append(clips[cid]["split"])
         self.train_clips: dict[int, list[int]] = {}
         for k, (ci, sp) in enumerate(zip(self.clip_concept, self.clip_split)):
             if sp == "train":
                 self.train_clips.setdefault(ci, []).append(k)
         self.train_idx = [self.index[c["key"]] for c in self.train]
+        self.train_emoji = [i for i in self.train_idx if not self.concepts[i]["key"].startswith("icon:")]
+        self.train_icons = [i for i in self.train_idx if self.concepts[i]["key"].startswith("icon:")]
 
 
 def _multi_pos_ce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -149,6 +174,7 @@ class Joint(torch.nn.Module):
         super().__init__()
         self.image = ImageCNN(dim, **IMAGE_ARCH).to(memory_format=torch.channels_last)
         self.speech = AttentionPoolHead(dim, **HEAD_ARCH)
+        self.ctc = torch.nn.Linear(self.speech.norm.normalized_shape[0], len(CTC_CHARS) + 1)  # training only
         self.logit_scale = torch.nn.Parameter(torch.full((3,), math.log(1 / 0.05)))  # image-text, speech-text, cross
 
 
@@ -188,8 +214,12 @@ def validate(model: Joint, ds: Dataset, device: str) -> dict[str, float]:
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def _step_batch(ds: Dataset, rng: random.Random, batch: int) -> dict[str, Any]:
-    concepts = rng.sample(ds.train_idx, batch)
+def _step_batch(ds: Dataset, rng: random.Random, batch: int, emoji_share: float = 0.5) -> dict[str, Any]:
+    n_emoji = min(len(ds.train_emoji), round(batch * emoji_share)) if ds.train_icons else batch
+    concepts = rng.sample(ds.train_emoji, n_emoji) + rng.sample(ds.train_icons, min(len(ds.train_icons), batch - n_emoji))
+    if len(concepts) < batch:  # a small dataset: fill from all training concepts
+        taken = set(concepts)
+        concepts += rng.sample([i for i in ds.train_idx if i not in taken], batch - len(concepts))
     v1, v2, caps, clips = [], [], [], []
     for ci in concepts:
         per = ds.images[ci]
@@ -248,8 +278,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             lr = cfg.lr * min(1.0, (state["step"] + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            b = _step_batch(ds, rng, cfg.batch)
-            imgs = augment(torch.cat([pool[b["v1"]], pool[b["v2"]]]), pool, g).to(device, memory_format=torch.channels_last)
+            b = _step_batch(ds, rng, cfg.batch, cfg.emoji_share)
+            imgs = augment(torch.cat([pool[b["v1"]], pool[b["v2"]]]), pool, g, styles=cfg.styles).to(
+                device, memory_format=torch.channels_last)
             emb = F.normalize(model.image(imgs), dim=-1)
             e1, e2 = emb[: cfg.batch], emb[cfg.batch:]
             concepts = torch.tensor(b["concepts"], device=device)
@@ -260,9 +291,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss_img = loss_img + _sym_ce(e1, t, s_it) + _sym_ce(e1, e2, s_x)
             have = [i for i, k in enumerate(b["clips"]) if k is not None]
             x, m = pad_frames([ds.frames[b["clips"][i]] for i in have])
-            s = F.normalize(model.speech(x.to(device), m.to(device)), dim=-1)
+            x, m = x.to(device), m.to(device)
+            feats = model.speech.frame_features(x, m)
+            s = F.normalize(model.speech.pool(feats, m), dim=-1)
             sel = torch.tensor(have, device=device)
             loss_sp = _multi_pos_ce(s_st * s @ cap_emb.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
+            if cfg.ctc > 0:
+                texts = [ds.clip_text[b["clips"][i]] for i in have]
+                logp = model.ctc(feats).log_softmax(-1).transpose(0, 1)  # (T, B, C)
+                loss_ctc = F.ctc_loss(logp, torch.tensor([c for t_ in texts for c in t_], device=device),
+                                      (~m).sum(1), torch.tensor([len(t_) for t_ in texts], device=device),
+                                      zero_infinity=True)
+                loss_sp = loss_sp + cfg.ctc * loss_ctc
             if cfg.soft_targets > 0:
                 soft = torch.softmax(concept_text[concepts] @ cap_emb.T / SOFT_TEMPERATURE, dim=1)
                 loss_img = loss_img + cfg.soft_targets * (_soft_ce(e1 @ cap_emb.T / SOFT_TEMPERATURE, soft)
