@@ -128,14 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-speech", action="store_true", help="skip speech synthesis and Whisper frames")
 
     t = sub.add_parser("train", help="train the image tower and speech head (stage joint) or the re-ranker (stage rerank)")
-    t.add_argument("--stage", choices=["joint", "rerank", "calibrate"], default="joint",
+    t.add_argument("--stage", choices=["joint", "rerank", "calibrate", "recipe"], default="joint",
                    help="joint: image tower + speech head against the locked text tower (default); rerank: the "
                         "cross-attention re-ranker on the bundled model's features, with hard negatives; calibrate: "
-                        "fit the per-pair score calibration on the held-out concepts (after the other two)")
+                        "fit the per-pair score calibration on the held-out concepts (after the other two); recipe: the whole "
+                        "recipe (build-data, joint, fold, rerank, calibrate), resumable")
     t.add_argument("--model", help="calibrate: the bundled model to calibrate (default triad-mini)")
     t.add_argument("--data", default="data/train", help="dataset built by build-data (default data/train)")
     t.add_argument("--out", default="data/runs/triad-mini", help="run folder: checkpoints and exported weights")
-    t.add_argument("--minutes", type=float, default=30.0, help="joint: training time budget (default 30)")
+    t.add_argument("--minutes", type=float, default=None,
+                   help="joint: training time budget (default 30); recipe: the joint run's budget (default 40)")
     t.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (joint: default 0 = time budget only; rerank: 8)")
     t.add_argument("--batch", type=int, default=None, help="joint: concepts per step (default 128); rerank: queries per step (48)")
     t.add_argument("--steps-per-epoch", type=int, default=None, help="steps between validations/checkpoints (joint 40, rerank 150)")

@@ -33,6 +33,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(calibrate(Path(args.data), args.model or "triad-mini", export,
                                    register=args.model or "triad-mini")))
         return 0
+    if args.stage == "recipe":  # the whole documented recipe, resumable (retrieval/training/recipe.py)
+        from ..training.recipe import RecipeConfig, run_recipe
+
+        logging.getLogger("retrieval").setLevel(logging.INFO)
+        rc = RecipeConfig(data=Path(args.data), export=export or RecipeConfig.export, seed=args.seed,
+                          device=args.device, minutes=args.minutes or RecipeConfig.minutes)
+        print(json.dumps(run_recipe(rc)))
+        return 0
     if args.stage == "rerank":
         from ..training.rerank_train import RerankConfig, train_reranker
 
@@ -46,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     from ..training.trainer import TrainConfig, train
 
-    cfg = TrainConfig(data=Path(args.data), out=Path(args.out), minutes=args.minutes, soft_targets=args.soft_targets,
+    cfg = TrainConfig(data=Path(args.data), out=Path(args.out), minutes=args.minutes or 30.0, soft_targets=args.soft_targets,
                       seed=args.seed, device=args.device, export=export, resume=not args.no_resume, fold=args.fold,
                       ctc=args.ctc, emoji_share=args.emoji_share, styles=not args.no_style_augment,
                       **_given(args, epochs=0, batch=128, steps_per_epoch=40, lr=2e-3))

@@ -52,7 +52,8 @@ def register(name: str, export_dir: Path) -> Path:
     towers["audio"] = audio
     cfg["towers"] = {k: towers[k] for k in ("text", "image", "audio")}
     cfg["description"] = ("Bundled offline default: locked all-MiniLM-L6-v2 text tower; a small CNN image tower trained "
-                          "LiT-style against it on emoji; speech = Whisper tiny.en encoder frames -> trained attention "
-                          f"pooling head, gated with the ASR cascade (mode: {fusion['mode']}). See {rel}/MODEL_CARD.md.")
+                          "LiT-style against it on emoji and Iconify drawing sets (pictograms, not photographs); speech = "
+                          "Whisper tiny.en encoder frames -> trained frame layer + attention pooling head (CTC-aided), "
+                          f"gated with the ASR cascade (mode: {fusion['mode']}). See {rel}/MODEL_CARD.md.")
     path.write_text(json.dumps(cfg, indent=2) + "\n")
     return path
