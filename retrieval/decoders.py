@@ -108,8 +108,10 @@ def _magic_modality(head: bytes) -> str | None:
 
 
 # ---------------------------------------------------------------- images
-def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
-    """RGB image with EXIF orientation applied; refuses decompression bombs."""
+def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS, target: int | None = None):
+    """RGB image with EXIF orientation applied; refuses decompression bombs. ``target``: the caller only needs
+    about ``target`` pixels a side (a thumbnail), so a JPEG is decoded at the smallest 1/2..1/8 scale that
+    still covers it instead of at full size."""
     from PIL import Image, ImageOps
 
     path = Path(path)
@@ -125,6 +127,8 @@ def load_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
                     raise DecodeError(
                         f"{path}: image is {w}x{h} = {w * h:,} pixels, over the {max_pixels:,} limit; downscale it"
                     )
+                if target and img.format == "JPEG":
+                    img.draft("RGB", (target, target))
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb(img)

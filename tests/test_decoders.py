@@ -223,3 +223,20 @@ def test_decode_time_budget(tmp_path):
     sf.write(path, np.zeros(16000 * 3, np.float32), 16000)
     with pytest.raises(DecodeError, match="took longer than"):
         list(decoders.stream_audio(path, max_decode_s=0))
+
+
+def test_a_thumbnail_decodes_a_large_jpeg_at_reduced_scale(tmp_path):
+    """Thumbnails ask for ~size pixels a side: a 4000x3000 JPEG is decoded at 1/8 scale, not in full
+    (48 MB of pixels per request before), and still covers the thumbnail size."""
+    from PIL import Image
+
+    from retrieval.decoders import load_image
+    from webui.thumbnails import render
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((3000, 4000, 3)) * 255).astype(np.uint8)).save(tmp_path / "big.jpg", quality=80)
+    assert load_image(tmp_path / "big.jpg").size == (4000, 3000)
+    small = load_image(tmp_path / "big.jpg", target=256)
+    assert small.size == (500, 375) and min(small.size) >= 256
+    with Image.open(io.BytesIO(render(tmp_path / "big.jpg", 256))) as thumb:
+        assert thumb.size == (256, 192)

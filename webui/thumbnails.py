@@ -28,7 +28,7 @@ def render(source: Path, size: int) -> bytes:
     """A WebP of ``source`` fitting in ``size`` x ``size`` (never upscaled)."""
     from PIL import Image
 
-    img = decoders.load_image(source)  # EXIF-rotated, RGB, bomb guard
+    img = decoders.load_image(source, target=size)  # EXIF-rotated, RGB, bomb guard; JPEGs decoded at reduced scale
     img.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, FORMAT, quality=82, method=4)
