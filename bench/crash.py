@@ -1,6 +1,9 @@
 """Crash rounds: kill -9 the indexer at random points, resume, and check the catalog equals a clean run's.
 
-    python bench/crash.py [--rounds N] [--seed S] [--notes N] [--backends sqlite,postgres] [--pg-url URL]
+    python bench/crash.py [--rounds N] [--seed S] [--notes N] [--media N] [--backends sqlite,postgres] [--pg-url URL]
+
+The archive is ``--notes`` generated notes plus ``--media`` files from ``demo/`` (pictures and spoken
+clips, alternately), so kills land in image and audio decoding and encoding as well as in text.
 
 Each round picks one scenario on one backend (every combination in turn, from a seeded start; with
 both backends three rounds cover ``add`` on SQLite, the migration on Postgres, ``rebuild --tokens`` on SQLite):
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--notes", type=int, default=12, help="size of the generated archive")
+    p.add_argument("--notes", type=int, default=12, help="generated notes in the archive")
+    p.add_argument("--media", type=int, default=3, help="demo pictures and clips in the archive (alternately)")
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--pg-url", default=os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args(argv)
@@ -194,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         notes.mkdir()
         for i in range(args.notes):
             (notes / f"note_{i:03d}.txt").write_text(f"Note {i}: some thoughts about {TOPICS[i % len(TOPICS)]}.")
+        pictures, clips = sorted((REPO / "demo" / "images").glob("*.png")), sorted((REPO / "demo" / "speech").glob("*.wav"))
+        for i in range(args.media):
+            src = (pictures if i % 2 == 0 else clips)[i // 2]
+            shutil.copyfile(src, notes / src.name)
         timings = {}
         t = time.perf_counter()
         _indexer(["add", str(notes), "--data-dir", str(work / "clean"), "--quiet"], None)
