@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.encoders import MODALITIES
-from retrieval.index import VectorIndex, read_manifest
+from retrieval.index import INDEX_NAME, VectorIndex, read_manifest, write_manifest
 from retrieval.tokens import TokenStore
 
 from . import repository as repo
@@ -141,6 +141,21 @@ class Catalog:
         if save:
             index.save(self.index_dir(modality))
         return index
+
+    def restamp_index(self, modality: str, old: int, new: int) -> bool:
+        """Mark a saved index that was fresh at revision ``old`` as fresh at ``new`` (the caller, holding the
+        writer lock, knows the commits between them did not touch this modality): readers keep it instead of
+        rebuilding it from SQL. Only the manifest is rewritten (atomically); False if it was not fresh."""
+        folder = self.index_dir(modality)
+        try:
+            manifest = read_manifest(folder)
+        except (FileNotFoundError, ValueError, TypeError):
+            return False
+        if manifest.revision != old or not (folder / INDEX_NAME).is_file():
+            return False
+        manifest.revision = new
+        write_manifest(folder, manifest)
+        return True
 
     def save_indices(self, indices: dict[str, VectorIndex], revision: int) -> None:
         for modality, index in indices.items():

@@ -84,6 +84,8 @@ class Writer:
         self.factory = factory
         self.revision = catalog.state()[2]
         self.needs_rebuild: set[str] = set()
+        self.dirty: set[str] = set()  # modalities changed in memory since the last save
+        self._before = self.revision  # the revision before the latest commit
         self.tokens = catalog.token_store()
         self._tokens_checked = False
 
@@ -119,6 +121,7 @@ class Writer:
         added: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         removed: list[tuple[int, str]] = []
         views: list[tuple[int, dict[str, np.ndarray]]] = []
+        self._before = self.revision
         with self.catalog.session() as s:
             for d in batch:
                 c = d.candidate
@@ -157,6 +160,15 @@ class Writer:
                 self._tokens_checked = True
             self.tokens.put_many(views)
         self.apply(added, removed)
+        self._restamp_unchanged()
+
+    def _restamp_unchanged(self) -> None:
+        """Saved indices of modalities this commit did not touch stay fresh: web workers and searches keep
+        them instead of rebuilding all three from SQL after every commit (only the changed one is stale
+        until the next save)."""
+        for modality in self.indices:
+            if modality not in self.dirty and modality not in self.needs_rebuild:
+                self.catalog.restamp_index(modality, self._before, self.revision)
 
     def _record_refused(self, d: Decoded, exc: BaseException, summary: Summary) -> None:
         c = d.candidate
@@ -190,11 +202,13 @@ class Writer:
     def remove_files(self, file_ids: list[int]) -> int:
         if not file_ids:
             return 0
+        self._before = self.revision
         with self.catalog.session() as s:
             removed = repo.delete_files(s, file_ids)
             self.revision = repo.bump_revision(s)
             s.commit()
         self.apply({}, removed)
+        self._restamp_unchanged()
         return len(file_ids)
 
     def apply(self, added: dict[str, tuple[list[int], list[np.ndarray]]], removed: list[tuple[int, str]]) -> None:
@@ -203,6 +217,8 @@ class Writer:
             by_modality[modality].append(item_id)
         if removed:
             self.tokens.delete_many(i for i, _ in removed)
+        self.dirty.update(by_modality)
+        self.dirty.update(m for m, (ids, _) in added.items() if ids)
         for modality, ids in by_modality.items():
             if modality not in self.indices:
                 continue
@@ -216,9 +232,9 @@ class Writer:
             self._index(modality).add(np.asarray(ids, np.int64), np.stack(vecs))
 
     def save(self) -> None:
-        self.catalog.save_indices(
-            {m: i for m, i in self.indices.items() if m not in self.needs_rebuild}, self.revision
-        )
+        saved = {m: i for m, i in self.indices.items() if m not in self.needs_rebuild}
+        self.catalog.save_indices(saved, self.revision)
+        self.dirty -= set(saved)
 
     def finish(self) -> None:
         """Rebuild indices that need it (removals on HNSW, a factory change), then save."""

@@ -284,6 +284,11 @@ def check_compatible(manifest: IndexManifest, model: str, checksums: dict[str, s
         )
 
 
+def write_manifest(folder: Path, manifest: IndexManifest) -> None:
+    """Replace ``folder``'s manifest atomically (the index file is left as it is)."""
+    _write_json_atomic(Path(folder) / MANIFEST_NAME, asdict(manifest))
+
+
 def read_manifest(folder: Path) -> IndexManifest:
     path = Path(folder) / MANIFEST_NAME
     try:

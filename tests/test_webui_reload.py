@@ -44,3 +44,41 @@ def test_only_the_changed_modality_is_reloaded_and_nothing_is_rebuilt(tmp_path, 
     fresh = create_app({"DATA_DIR": str(data), "TESTING": True}).extensions["webui.engine"]
     fresh.snapshot()
     assert fresh.reloads == {"loaded": 1, "kept": 0, "rebuilt": 1}  # only the stale one from SQL
+
+
+def test_mid_run_commits_keep_untouched_modalities_fresh(tmp_path, tiny_openclip, monkeypatch):
+    """While an indexer run commits notes batch by batch (saving its indices only every 30 s), the image
+    index on disk stays fresh at every new revision: a web worker reloading mid-run keeps it instead of
+    rebuilding it from SQL (issue 13 item 11). Only the text index, which changed, lags until the save."""
+    from indexer.catalog import Catalog
+    from indexer.pipeline import AddOptions, add
+    from indexer.writer import Writer
+
+    archive, data = tmp_path / "archive", tmp_path / "data"
+    wt.shape_images(archive / "photos", 3)
+    (archive / "notes").mkdir()
+    (archive / "notes" / "first.txt").write_text("The first note.")
+    model = f"openclip:{tiny_openclip}"
+    wt.index_folder(archive, data, model=model)
+    for n in range(4):
+        (archive / "notes" / f"n{n}.txt").write_text(f"Note {n} about the lighthouse keeper.")
+
+    seen: list[tuple[int, bool, bool]] = []
+    applied = Writer._apply_committed
+
+    def spy(self, *args):  # observe the catalog right after each commit is mirrored
+        applied(self, *args)
+        seen.append((self.revision, self.catalog.index_is_fresh("image", self.revision),
+                     self.catalog.index_is_fresh("text", self.revision)))
+
+    monkeypatch.setattr(Writer, "_apply_committed", spy)
+    catalog = Catalog(data)
+    try:
+        summary = add([archive], catalog, AddOptions(model=model, batch_size=1, save_every_s=3600, progress=False))
+        assert summary.added == 4
+        assert len(seen) == 4 and all(image for _, image, _ in seen), seen
+        assert not any(text for _, _, text in seen), seen  # the changed modality is stale until saved...
+        revision = catalog.state()[2]
+        assert catalog.index_is_fresh("image", revision) and catalog.index_is_fresh("text", revision)  # ...and then not
+    finally:
+        catalog.close()
