@@ -173,19 +173,17 @@ def test_text_the_database_refuses_is_that_files_error_on_postgres(tmp_path, pg_
 
 
 def test_openclip_model_offline_fails_in_seconds_with_the_fix(tmp_path):
-    """No network here: the download used to retry ~24 times (~60 s) before its message."""
-    import time
-
+    """No network here: the download used to retry ~24 times (~60 s) before its message. "cannot be reached"
+    comes only from the probe that runs before any download, so the message proves no retry loop ran (no
+    wall-clock assertion: timings belong in bench/, and a loaded machine made this one flaky)."""
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "a.txt").write_text("A note.")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "indexer", "add", str(notes), "--data-dir", str(tmp_path / "d"),
                            "--model", "openclip:ViT-B-32/laion2b_s34b_b79k"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
-    elapsed = time.monotonic() - t0
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "ViT-B-32/laion2b_s34b_b79k" in proc.stderr and "cannot be reached" in proc.stderr
+    assert "could not download" not in proc.stderr  # the download (and its retries) never started
     assert "Hugging Face cache" in proc.stderr and "Traceback" not in proc.stderr
-    assert elapsed < 30, f"took {elapsed:.0f} s to say it is offline"
