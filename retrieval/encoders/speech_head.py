@@ -27,10 +27,30 @@ WHISPER_DIM = 384
 MAX_FRAME_TOKENS = 32  # frame tokens per clip for the re-ranker (average-pooled over time)
 
 
+class FrameBlock(nn.Module):
+    """A residual depthwise-separable convolution over time (kernel 5, ~100 ms at 50 frames/s): cheap enough
+    to run on every frame, local enough for a CTC loss to shape (as in QuartzNet-style CTC front ends)."""
+
+    def __init__(self, dim: int, kernel: int = 5) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.pointwise = nn.Linear(dim, dim)
+        nn.init.zeros_(self.pointwise.weight)  # starts as the identity: a warm start keeps its pooled features
+        nn.init.zeros_(self.pointwise.bias)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.norm(x)
+        if pad_mask is not None:
+            y = y.masked_fill(pad_mask[..., None], 0.0)
+        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        return x + self.pointwise(nn.functional.gelu(y))
+
+
 class AttentionPoolHead(nn.Module):
     """Learned queries attend over encoder frames; their outputs are joined and projected.
 
-    ``frame_layers`` > 0 puts that many small transformer layers over the frames first; in
+    ``frame_layers`` > 0 puts that many :class:`FrameBlock` layers over the frames first; in
     training a CTC loss on their output (characters of the transcript) makes the frames the
     head pools carry the sound of the words, not only a closed vocabulary.
     """
@@ -39,9 +59,7 @@ class AttentionPoolHead(nn.Module):
                  frame_layers: int = 0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(frame_dim)
-        self.frame_block = nn.ModuleList(
-            nn.TransformerEncoderLayer(frame_dim, heads, 2 * frame_dim, dropout=0.1, batch_first=True, norm_first=True)
-            for _ in range(frame_layers))
+        self.frame_block = nn.ModuleList(FrameBlock(frame_dim) for _ in range(frame_layers))
         self.queries = nn.Parameter(torch.randn(queries, frame_dim) * 0.02)
         self.attn = nn.MultiheadAttention(frame_dim, heads, batch_first=True)
         self.mlp = nn.Sequential(nn.LayerNorm(queries * frame_dim), nn.Linear(queries * frame_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -50,7 +68,7 @@ class AttentionPoolHead(nn.Module):
         """(B, T, F) normalised frames after the frame layers (what the queries attend over and CTC reads)."""
         x = self.norm(frames)
         for layer in self.frame_block:
-            x = layer(x, src_key_padding_mask=pad_mask)
+            x = layer(x, pad_mask)
         return x
 
     def forward(self, frames: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -33,13 +33,27 @@ class RecipeConfig:
     export: Path = Path("retrieval/models/triad-mini")
     register: str = "triad-mini"
     minutes: float = 40.0
-    fold_minutes: float = 14.0
+    fold_minutes: float = 12.0
+    init: str | None = "triad-mini-v1"  # warm start: the first generation's towers (committed)
+    lr: float = 1e-3  # fine-tuning from the warm start
+    rerank: bool = False  # retrain the re-ranker (fold run + rerank); off: the model ships without one
     fold: float = 0.3
     rerank_epochs: int = 6
     rerank_steps: int = 120
     workers: int = 2
     seed: int = 0
     device: str = "auto"
+
+
+def drop_reranker(name: str) -> str:
+    """Unregister a re-ranker trained on other towers (its features no longer match): search without one."""
+    from ..encoders.registry import CONFIG_DIR
+
+    path = CONFIG_DIR / f"{name}.json"
+    cfg = json.loads(path.read_text())
+    cfg.pop("reranker", None)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    return f"{name}: no re-ranker"
 
 
 def run_recipe(cfg: RecipeConfig) -> dict[str, Any]:
@@ -69,7 +83,11 @@ def run_recipe(cfg: RecipeConfig) -> dict[str, Any]:
          + " " + str(render(cfg.data, cfg.data)))
     step("joint", lambda: train(TrainConfig(data=cfg.data, out=cfg.runs / cfg.register, minutes=cfg.minutes,
                                             seed=cfg.seed, device=cfg.device, export=cfg.export,
-                                            register=cfg.register))["final"])
+                                            register=cfg.register, init=cfg.init, lr=cfg.lr))["final"])
+    if not cfg.rerank:
+        step("no-rerank", lambda: drop_reranker(cfg.register))
+        step("calibrate", lambda: calibrate(cfg.data, cfg.register, cfg.export, register=cfg.register))
+        return {k: v["minutes"] for k, v in done.items()}
     fold_run = cfg.runs / f"fold{int(cfg.fold * 100)}"
     step("fold", lambda: train(TrainConfig(data=cfg.data, out=fold_run, minutes=cfg.fold_minutes, fold=cfg.fold,
                                            seed=cfg.seed, device=cfg.device))["final"])

@@ -7,7 +7,8 @@ several drew it, else two augmentations; ``styles``: each restyled like another
 vendor by ``augment.vendor_style``), one caption and one spoken clip. Losses, all
 symmetric InfoNCE with learnable temperatures unless said:
 
-- image -> all training captions (multi-positive; text embeddings are fixed, so
+- image -> training captions (multi-positive: the batch concepts' own captions and ``CAPTION_SAMPLE``
+  random others each step; text embeddings are fixed, so
   scoring every caption each step is cheap) and in-batch image <-> caption;
 - image <-> image across vendors (style invariance);
 - speech -> all training captions, in-batch speech <-> caption, speech <-> image;
@@ -70,9 +71,12 @@ class TrainConfig:
     styles: bool = True  # vendor-style augmentation of the pictures
     emoji_share: float = 0.5  # share of each batch drawn from emoji (not icon) concepts
     ctc: float = 0.3  # weight of the auxiliary CTC loss on the speech head's frames
+    init: str | None = None  # a registered bundled model whose image tower and speech head this run starts from
 
 
 CTC_CHARS = "abcdefghijklmnopqrstuvwxyz '"  # 0 is the CTC blank
+CAPTION_SAMPLE = 12_000  # caption negatives per step, besides the batch concepts' own captions
+MAX_TRAIN_FRAMES = 200  # 4 s of encoder frames per training clip: longer ones (5%) are cropped, without CTC
 
 
 def ctc_target(text: str) -> list[int]:
@@ -245,6 +249,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ds = Dataset(cfg.data, text_embedder(), fold)
     dim = ds.cap_emb.shape[1]
     model = Joint(dim).to(device)
+    if cfg.init and not (cfg.resume and (cfg.out / "checkpoint.pt").is_file()):
+        warm_start(model, cfg.init)
     scale_lr = 10.0  # temperatures: no weight decay (it would pull them towards 1) and a faster learning rate
     opt = torch.optim.AdamW([
         {"params": [p for n, p in model.named_parameters() if n != "logit_scale"], "weight_decay": 0.05, "lr_mult": 1.0},
@@ -267,6 +273,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     g = torch.Generator().manual_seed(cfg.seed + state["step"])
     rng = random.Random(cfg.seed + state["step"])
     cap_emb, cap_owner, concept_text = ds.cap_emb.to(device), ds.cap_owner_t.to(device), ds.concept_text.to(device)
+    caps_of_t = {c: torch.tensor(js) for c, js in ds.caps_of.items()}
     pool = ds.pixels
     warm = 100
     while state["epoch"] < planned and state["elapsed"] < budget:
@@ -286,21 +293,32 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             concepts = torch.tensor(b["concepts"], device=device)
             t = cap_emb[torch.tensor(b["caps"], device=device)]
             s_it, s_st, s_x = model.logit_scale.clamp(max=math.log(100)).exp()
-            pos = cap_owner[None, :] == concepts[:, None]
-            loss_img = (_multi_pos_ce(s_it * e1 @ cap_emb.T, pos) + _multi_pos_ce(s_it * e2 @ cap_emb.T, pos)) / 2
+            # "all training captions": every caption of the batch's concepts plus a random sample of the rest
+            # (all 67k of them cost ~2.4 s a step on 2 cores, the sample a quarter of it)
+            caps = cap_emb
+            if len(cap_emb) > CAPTION_SAMPLE:
+                own = torch.cat([caps_of_t[c] for c in b["concepts"]]).to(device)
+                sub = torch.unique(torch.cat([own, torch.randint(0, len(cap_emb), (CAPTION_SAMPLE,), generator=g).to(device)]))
+                caps = cap_emb[sub]
+            owner = cap_owner if caps is cap_emb else cap_owner[sub]
+            pos = owner[None, :] == concepts[:, None]
+            loss_img = (_multi_pos_ce(s_it * e1 @ caps.T, pos) + _multi_pos_ce(s_it * e2 @ caps.T, pos)) / 2
             loss_img = loss_img + _sym_ce(e1, t, s_it) + _sym_ce(e1, e2, s_x)
             have = [i for i, k in enumerate(b["clips"]) if k is not None]
-            x, m = pad_frames([ds.frames[b["clips"][i]] for i in have])
+            clip_frames = [ds.frames[b["clips"][i]] for i in have]
+            whole = [len(f) <= MAX_TRAIN_FRAMES for f in clip_frames]  # longer ones: cropped, and no CTC
+            x, m = pad_frames([f[:MAX_TRAIN_FRAMES] for f in clip_frames])
             x, m = x.to(device), m.to(device)
             feats = model.speech.frame_features(x, m)
             s = F.normalize(model.speech.pool(feats, m), dim=-1)
             sel = torch.tensor(have, device=device)
-            loss_sp = _multi_pos_ce(s_st * s @ cap_emb.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
-            if cfg.ctc > 0:
-                texts = [ds.clip_text[b["clips"][i]] for i in have]
-                logp = model.ctc(feats).log_softmax(-1).transpose(0, 1)  # (T, B, C)
+            loss_sp = _multi_pos_ce(s_st * s @ caps.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
+            if cfg.ctc > 0 and any(whole):
+                keep = torch.tensor([j for j, w in enumerate(whole) if w], device=device)
+                texts = [ds.clip_text[b["clips"][have[j]]] for j in keep.tolist()]
+                logp = model.ctc(feats[keep]).log_softmax(-1).transpose(0, 1)  # (T, B, C)
                 loss_ctc = F.ctc_loss(logp, torch.tensor([c for t_ in texts for c in t_], device=device),
-                                      (~m).sum(1), torch.tensor([len(t_) for t_ in texts], device=device),
+                                      (~m[keep]).sum(1), torch.tensor([len(t_) for t_ in texts], device=device),
                                       zero_infinity=True)
                 loss_sp = loss_sp + cfg.ctc * loss_ctc
             if cfg.soft_targets > 0:
@@ -341,6 +359,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             (cfg.export / f.name).write_bytes(f.read_bytes())
         summary["registered"] = str(register(cfg.register, cfg.export))
     return summary
+
+
+def warm_start(model: Joint, name: str) -> None:
+    """Start from a registered model's trained towers (the speech head's new frame layers start as identity)."""
+    from ..encoders.image_cnn import load_state
+    from ..encoders.registry import _locate, model_config
+
+    towers = model_config(name)["towers"]
+    model.image.load_state_dict(load_state(_locate(towers["image"]) / "image_cnn.safetensors"))
+    missing, unexpected = model.speech.load_state_dict(
+        load_state(_locate(towers["audio"]["trained"]) / "speech_head.safetensors"), strict=False)
+    if unexpected or any(not k.startswith("frame_block.") for k in missing):
+        raise ValueError(f"{name}'s speech head does not fit this architecture (missing {missing}, "
+                         f"unexpected {unexpected})")
+    log.warning("warm start from %s (image tower and speech head)", name)
 
 
 def fold_concepts(data: Path, fraction: float, seed: int) -> frozenset[str]:
