@@ -16,7 +16,7 @@ from . import repository as repo
 from .catalog import Catalog, CatalogBusyError
 from .db import data_dir_from
 from .pipeline import AddOptions, ModelMismatchError, add, check_roots, resolve_model
-from .ray_executor import RayExecutorError, connect
+from .ray_executor import RayExecutorError, connect, disconnect
 from .token_sync import missing_tokens, rebuild_tokens
 
 
@@ -77,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
             except RayExecutorError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+            # Ray prints cluster events (a worker died, a task is retried) on sys.stdout: send them to stderr,
+            # stdout carries the --json summary only
+            args.out, sys.stdout = sys.stdout, sys.stderr
+            try:
+                return _open_and_run(args, data_dir)
+            finally:
+                disconnect()
+                sys.stdout = args.out
+    return _open_and_run(args, data_dir)
+
+
+def _open_and_run(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         catalog = Catalog(data_dir)
     except Exception as exc:
@@ -98,14 +110,15 @@ def _add(args: argparse.Namespace, catalog: Catalog) -> int:
                       executor=args.executor, address=args.address,
                       ray_workers=max(1, args.workers) if args.workers else None)
     summary = add(args.paths, catalog, opts)
+    out = getattr(args, "out", None) or sys.stdout
     if args.json:
-        print(json.dumps(summary.as_dict()))
+        print(json.dumps(summary.as_dict()), file=out)
     else:
         d = summary.as_dict()
         known = f" (+{d['known_errors']} still broken from earlier runs)" if d["known_errors"] else ""
         print(f"added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
               f"removed {d['removed']}, errors {d['errors']}{known} in {d['timings']['total_s']:.1f}s"
-              + ("  (see `python -m indexer errors`)" if d["errors"] or d["known_errors"] else ""))
+              + ("  (see `python -m indexer errors`)" if d["errors"] or d["known_errors"] else ""), file=out)
     return 0
 
 

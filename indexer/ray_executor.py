@@ -95,8 +95,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str
         return dict(ray.cluster_resources())
     if address:
         _probe(address)
-    # the workers import this checkout: the driver's sys.path travels with the job (same paths on every node)
-    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, namespace=NAMESPACE)
+    # the workers import this checkout: the driver's sys.path travels with the job (same paths on every node);
+    # worker output stays in the nodes' Ray logs: stdout carries the --json summary only
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, namespace=NAMESPACE,
+                                  log_to_driver=False)
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -110,6 +112,16 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict[str
         raise RayExecutorError(f"could not connect to Ray {where}: {str(exc).strip()}{auth}; check `ray status` on "
                                f"the head node, or run with --executor local") from None
     return dict(ray.cluster_resources())
+
+
+def disconnect() -> None:
+    """Leave the cluster (a local Ray instance started by :func:`connect` stops)."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def plan_workers(resources: dict[str, float], requested: int | None) -> tuple[int, dict[str, float]]:
