@@ -247,7 +247,8 @@ def start_workers(model: "Model", roots: Sequence[str], requested: int | None, n
             _stop(actors)
             raise RayExecutorError(f"{where} has other weights for model '{model.name}' than this machine; install "
                                    f"the same checkout and model files on every node")
-    print(f"ray: {n} worker(s) " + ", ".join(f"pid {i['pid']} on {i['host']}" for i in infos), file=sys.stderr)
+    print(f"ray: {n} worker(s) " + ", ".join(f"pid {i['pid']} on {i['host']} (node {i['node'][:8]})" for i in infos)
+          + f"; writing here (node {driver_node[:8]})", file=sys.stderr)
     return actors
 
 

@@ -39,39 +39,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start(args: list[str], temp: str, name: str, env: dict) -> subprocess.Popen:
+    log = open(Path(temp) / f"{name}.log", "w")
+    return subprocess.Popen([str(RAY_BIN), "start", *args, "--disable-usage-stats", "--block"], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _wait_for(proc: subprocess.Popen, temp: str, name: str, ready, what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        log = (Path(temp) / f"{name}.log").read_text()
+        if proc.poll() is not None:
+            pytest.fail(f"`ray start` ({name}) exited ({proc.returncode}):\n{log[-3000:]}")
+        if time.time() > deadline:
+            pytest.fail(f"{what} within {timeout:.0f} s:\n{log[-3000:]}")
+        time.sleep(0.5)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A one-node Ray cluster with 2 CPUs started by `ray start --head --block` in its own session (stopped by
-    signalling that session only: never `ray stop`, which stops every Ray on the machine)."""
+    """Two Ray nodes on this machine, one CPU each: the head (where the indexer's driver attaches) and a
+    second node started with `ray start --address` as on another machine, so one worker runs beside the
+    writer and one on "another node". Each `ray start --block` runs in its own process session, stopped by
+    signalling that session only (never `ray stop`, which stops every Ray on the machine)."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    log = open(Path(temp) / "head.log", "w")
-    proc = subprocess.Popen(
-        [str(RAY_BIN), "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
-         "--disable-usage-stats", "--temp-dir", temp, "--block"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.time() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"`ray start --head` exited ({proc.returncode}):\n{(Path(temp) / 'head.log').read_text()[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                pytest.fail("the Ray head did not open its port within 120 s")
-            time.sleep(0.5)
-    yield f"127.0.0.1:{port}"
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            break
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-    log.close()
-    shutil.rmtree(temp, ignore_errors=True)
+    procs = [_start(["--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
+                     "--temp-dir", temp], temp, "head", env)]
+    try:
+        _wait_for(procs[0], temp, "head", lambda: _port_open(port), "the Ray head did not open its port")
+        procs.append(_start(["--address", f"127.0.0.1:{port}", "--num-cpus", "1"], temp, "node2",
+                            {**env, "RAY_AUTH_MODE": "token"}))
+        _wait_for(procs[1], temp, "node2", lambda: "Ray runtime started" in (Path(temp) / "node2.log").read_text(),
+                  "the second Ray node did not join")
+        yield f"127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=wait)
+                    break
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    continue
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +166,14 @@ def test_ray_run_equals_local_run(archive, local_run, ray_cluster, tmp_path):
     assert summary["added"] == 14 and summary["errors"] == 1
     data = tmp_path / "ray"
     proc = run_cli("indexer", "add", str(archive), "--data-dir", str(data), "--json", "--quiet",
-                   "--executor", "ray", "--address", ray_cluster, "--batch-size", BATCH, env=_ray_env())
+                   "--executor", "ray", "--address", ray_cluster, "--batch-size", BATCH, "--workers", "2", env=_ray_env())
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {k: out[k] for k in ("added", "updated", "unchanged", "removed", "errors")} == \
         {k: summary[k] for k in ("added", "updated", "unchanged", "removed", "errors")}
     assert out["timings"]["ray_workers"] == 2 and out["timings"]["ray_restarts"] == 0
-    assert "ray: 2 worker(s)" in proc.stderr
+    line = re.search(r"ray: 2 worker\(s\) (.*)", proc.stderr).group(1)
+    workers, driver = re.findall(r"\(node (\w+)\)", line)[:2], re.search(r"writing here \(node (\w+)\)", line).group(1)
+    assert len(set(workers)) == 2 and driver in workers, f"one worker beside the writer, one on the other node: {line}"
     _assert_same(expected, _snapshot(data))
 
     again = json.loads(run_cli("indexer", "add", str(archive), "--data-dir", str(data), "--json", "--quiet",
@@ -172,7 +194,7 @@ def test_killed_worker_is_retried(archive, local_run, ray_cluster, tmp_path):
         with open(err_path, "w") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "indexer", "add", str(archive), "--data-dir", str(data), "--json", "--quiet",
-                 "--executor", "ray", "--address", ray_cluster, "--batch-size", BATCH],
+                 "--executor", "ray", "--address", ray_cluster, "--batch-size", BATCH, "--workers", "2"],
                 cwd=REPO, env={**os.environ, **_ray_env({"DATABASE_URL": url})}, stdout=subprocess.PIPE, stderr=err,
                 text=True)
             pids, written, deadline = None, 0, time.time() + 240
