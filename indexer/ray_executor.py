@@ -15,7 +15,8 @@ executor (:mod:`indexer.pipeline`) with the mapper moved onto Ray actors:
 * a worker process that dies (killed, out of memory, node lost) is restarted by Ray (``max_restarts=-1``)
   and its batch re-run (``max_task_retries``); a batch that still fails is re-run file by file, and a
   file that kills its worker every time is recorded as that file's error, never a run error;
-* actors ask for one GPU each when the cluster has GPUs (encoders then run on CUDA), else one CPU each.
+* actors ask for one GPU each (and up to 8 CPUs to decode with) when the cluster has GPUs, the encoders
+  then running on CUDA; else one CPU each.
 
 Ray Data's ``map_batches`` with an actor pool has the same shape (a callable class that loads the model
 once); plain actors are used here because the payloads are Python objects rather than Arrow columns, the
@@ -128,8 +129,9 @@ def plan_workers(resources: dict[str, float], requested: int | None) -> tuple[in
     """(number of actors, resources per actor): one per GPU when the cluster has GPUs, else one per CPU;
     ``requested`` (``--workers``) overrides the count."""
     gpus = int(resources.get("GPU", 0))
-    if gpus > 0:
-        return (requested or gpus), {"num_cpus": 1, "num_gpus": 1}
+    if gpus > 0:  # a GPU actor decodes with several threads so that the GPU is not left waiting
+        cpus = max(1, min(8, int(resources.get("CPU", 1)) // gpus))
+        return (requested or gpus), {"num_cpus": cpus, "num_gpus": 1}
     return (requested or max(1, int(resources.get("CPU", 1)))), {"num_cpus": 1}
 
 
@@ -142,8 +144,6 @@ class EmbedWorker:
 
         self.model = create_model(model_name)
         self.driver_node = driver_node
-        self.busy: list[str] = []
-        self.batches = 0
 
     def ready(self, roots: Sequence[str]) -> dict[str, Any]:
         """Where this worker runs, its weights' checksums, and which roots it cannot see."""
@@ -152,10 +152,6 @@ class EmbedWorker:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
                 "checksums": self.model.checksums, "missing": [r for r in roots if not os.path.exists(r)]}
 
-    def status(self) -> dict[str, Any]:
-        """Answered while a batch runs (its own concurrency group): pid and the files being processed."""
-        return {"pid": os.getpid(), "busy": list(self.busy), "batches": self.batches}
-
     def process(self, todo: list[tuple[Any, Any]]) -> dict[str, Any]:
         """Decode and encode ``todo`` ([(Candidate, KnownFile | None)]); payloads are dropped from the result."""
         import ray
@@ -163,7 +159,6 @@ class EmbedWorker:
         from .pipeline import decode_file, encode_units
 
         local = ray.get_runtime_context().get_node_id() == self.driver_node
-        self.busy = [c.path for c, _ in todo]
         t = time.perf_counter()
         threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
@@ -186,30 +181,12 @@ class EmbedWorker:
         for d in batch:
             for u in d.units:
                 u.payload = None
-        self.busy = []
-        self.batches += 1
         return {"batch": batch, "pid": os.getpid(), "decode_s": decode_s, "encode_s": encode_s}
 
 
-_ACTOR_CLASS = None
-
-
 def _actor_class(ray):
-    """The Ray actor class over :class:`EmbedWorker` (made once: the module imports without Ray)."""
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
-        @ray.remote(max_restarts=-1, max_task_retries=TASK_RETRIES, concurrency_groups={"control": 1})
-        class RayEmbedWorker(EmbedWorker):
-            @ray.method(concurrency_group="control")
-            def ready(self, roots: Sequence[str]) -> dict[str, Any]:
-                return EmbedWorker.ready(self, roots)
-
-            @ray.method(concurrency_group="control")
-            def status(self) -> dict[str, Any]:
-                return EmbedWorker.status(self)
-
-        _ACTOR_CLASS = RayEmbedWorker
-    return _ACTOR_CLASS
+    """The Ray actor class over :class:`EmbedWorker` (made here: the module imports without Ray)."""
+    return ray.remote(max_restarts=-1, max_task_retries=TASK_RETRIES)(EmbedWorker)
 
 
 def start_workers(model: "Model", roots: Sequence[str], requested: int | None, n_batches: int) -> list:

@@ -250,6 +250,7 @@ def test_missing_ray_names_the_fix(archive, tmp_path):
 def test_worker_plan_asks_for_gpus_only_where_the_cluster_has_them():
     from indexer.ray_executor import plan_workers
 
-    assert plan_workers({"CPU": 16.0, "GPU": 2.0}, None) == (2, {"num_cpus": 1, "num_gpus": 1})
+    assert plan_workers({"CPU": 16.0, "GPU": 2.0}, None) == (2, {"num_cpus": 8, "num_gpus": 1})
+    assert plan_workers({"CPU": 64.0, "GPU": 1.0}, 2) == (2, {"num_cpus": 8, "num_gpus": 1})
     assert plan_workers({"CPU": 6.0}, None) == (6, {"num_cpus": 1})
     assert plan_workers({"CPU": 6.0}, 3) == (3, {"num_cpus": 1})
