@@ -17,6 +17,7 @@ from .catalog import Catalog, CatalogBusyError
 from .notices import notices
 from .db import data_dir_from
 from .pipeline import AddOptions, ModelMismatchError, add, check_roots, resolve_model
+from .ray_executor import RayExecutorError, connect, disconnect
 from .token_sync import missing_tokens, rebuild_tokens
 
 
@@ -30,7 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--model", help="model name (default: the data dir's model, else the bundled default)")
     a.add_argument("--json", action="store_true", help="print one summary object on stdout")
     a.add_argument("--batch-size", type=int, default=int(os.environ.get("INDEXER_BATCH_SIZE", 32)))
-    a.add_argument("--workers", type=int, default=2, help="decoder threads")
+    a.add_argument("--workers", type=int, default=None,
+                   help="decoder threads (default 2); with --executor ray: Ray actors (default one per GPU, "
+                        "else one per CPU of the cluster)")
+    a.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this machine; ray: decode + embed on a Ray cluster, write here (see README)")
+    a.add_argument("--address", help="with --executor ray: the cluster, HOST:PORT from `ray start --head` or auto "
+                   "(default $RAY_ADDRESS, else a local Ray instance)")
     a.add_argument("--index-factory", default="auto",
                    help="FAISS factory string: auto (exact below 200k vectors), Flat, 'IVF{n},Flat', HNSW32, ...")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -62,6 +69,27 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if args.address and args.executor != "ray":
+            print("error: --address is for --executor ray; add --executor ray, or drop --address", file=sys.stderr)
+            return 2
+        if args.executor == "ray":  # fail fast, before the catalog or the model is touched
+            try:
+                connect(args.address, num_cpus=args.workers)
+            except RayExecutorError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            # Ray prints cluster events (a worker died, a task is retried) on sys.stdout: send them to stderr,
+            # stdout carries the --json summary only
+            args.out, sys.stdout = sys.stdout, sys.stderr
+            try:
+                return _open_and_run(args, data_dir)
+            finally:
+                disconnect()
+                sys.stdout = args.out
+    return _open_and_run(args, data_dir)
+
+
+def _open_and_run(args: argparse.Namespace, data_dir: Path) -> int:
     try:
         catalog = Catalog(data_dir)
     except Exception as exc:
@@ -69,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args, catalog)
-    except (FileNotFoundError, ModelError, ModelMismatchError, IndexMismatchError, CatalogBusyError) as exc:
+    except (FileNotFoundError, ModelError, ModelMismatchError, IndexMismatchError, CatalogBusyError,
+            RayExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -77,17 +106,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add(args: argparse.Namespace, catalog: Catalog) -> int:
-    opts = AddOptions(model=args.model, batch_size=max(1, args.batch_size), workers=max(1, args.workers),
-                      factory=args.index_factory, progress=not args.quiet and not args.json)
+    opts = AddOptions(model=args.model, batch_size=max(1, args.batch_size), workers=max(1, args.workers or 2),
+                      factory=args.index_factory, progress=not args.quiet and not args.json,
+                      executor=args.executor, address=args.address,
+                      ray_workers=max(1, args.workers) if args.workers else None)
     summary = add(args.paths, catalog, opts)
+    out = getattr(args, "out", None) or sys.stdout
     if args.json:
-        print(json.dumps(summary.as_dict()))
+        print(json.dumps(summary.as_dict()), file=out)
     else:
         d = summary.as_dict()
         known = f" (+{d['known_errors']} still broken from earlier runs)" if d["known_errors"] else ""
         print(f"added {d['added']}, updated {d['updated']}, unchanged {d['unchanged']}, "
               f"removed {d['removed']}, errors {d['errors']}{known} in {d['timings']['total_s']:.1f}s"
-              + ("  (see `python -m indexer errors`)" if d["errors"] or d["known_errors"] else ""))
+              + ("  (see `python -m indexer errors`)" if d["errors"] or d["known_errors"] else ""), file=out)
         for notice in d.get("notices", []):
             print(f"note: {notice}", file=sys.stderr)
     return 0

@@ -55,6 +55,9 @@ class AddOptions:
     progress: bool = True
     save_every_s: float = 30.0
     decode_budget_mb: float = float(os.environ.get("INDEXER_DECODE_BUDGET_MB", 1024))  # decoded bytes held ahead
+    executor: str = "local"  # "local": threads + this process; "ray": Ray actors (indexer.ray_executor)
+    address: str | None = None  # Ray cluster address (None: $RAY_ADDRESS, else a local Ray instance)
+    ray_workers: int | None = None  # Ray actors (None: one per GPU, else one per CPU of the cluster)
 
 
 # ---------------------------------------------------------------- mapper
@@ -227,7 +230,12 @@ def add(paths: Sequence[Path], catalog: Catalog, options: AddOptions) -> Summary
                 summary.unchanged += 1  # a same-looking file under a new inode is hashed (and its identity kept)
             else:
                 todo.append((c, k))
-        _process(todo, model, writer, summary, options)
+        if options.executor == "ray":
+            from .ray_executor import process as ray_process
+
+            ray_process(todo, model, writer, summary, options, roots)
+        else:
+            _process(todo, model, writer, summary, options)
         refill_missing_tokens(catalog, model, summary)
 
         t = time.perf_counter()
