@@ -58,6 +58,7 @@ def main() -> None:
             reranked = _eval(manifest, model, work, rerank=True)
             results[m][model] = {"first": first, "rerank": reranked, "seconds": round(time.perf_counter() - t, 1)}
             print(f"{m} {model}: {results[m][model]['seconds']} s", file=sys.stderr)
+            Path(REPO / args.out).write_text(json.dumps(results, indent=1) + "\n")  # partial results survive
     doc = json.dumps(results, indent=1)
     Path(REPO / args.out).write_text(doc + "\n")
     print(doc)
