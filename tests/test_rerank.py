@@ -22,7 +22,7 @@ class _Hit:
     score: float
 
 
-RERANK_MODEL = "triad-mini-v1"  # the committed model with a trained re-ranker (the default has none yet)
+RERANK_MODEL = "triad-mini"  # the default: the committed first generation, with its trained re-ranker
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +153,14 @@ def test_api_reranks_by_default_and_can_be_switched_off(demo_data):
     assert bad.status_code == 400 and "rerank" in bad.json["error"]["message"]
 
 
-def test_the_second_generation_default_has_no_reranker_and_searches_say_so(tmp_path):
-    """The first generation's re-ranker reads features of towers the default no longer has; until one is
-    retrained on the new towers, the default searches without one and its results say so."""
+def test_the_second_generation_has_no_reranker_yet_and_searches_say_so(tmp_path):
+    """The first generation's re-ranker reads features of towers ``triad-mini-2`` does not have; until one is
+    retrained on the new towers, it searches without one and its results say so."""
     from retrieval.rerank import create_reranker
 
-    assert create_reranker("triad-mini") is None and create_reranker(RERANK_MODEL) is not None
+    assert create_reranker("triad-mini-2") is None and create_reranker(RERANK_MODEL) is not None
     src = tmp_path / "demo"
     shutil.copytree(DEMO / "images", src)
-    run_json("indexer", "add", str(src), "--data-dir", str(tmp_path / "data"))
+    run_json("indexer", "add", str(src), "--data-dir", str(tmp_path / "data"), "--model", "triad-mini-2")
     out = run_json("retrieval", "search", "--text", "weather", "--data-dir", str(tmp_path / "data"))
     assert out["rerank"] == {"applied": False, "k": 0} and out["hits"]

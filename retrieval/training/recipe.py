@@ -30,8 +30,8 @@ class RecipeConfig:
     data: Path = Path("data/train")
     cache: Path = Path("data/cache")
     runs: Path = Path("data/runs")
-    export: Path = Path("retrieval/models/triad-mini")
-    register: str = "triad-mini"
+    export: Path = Path("retrieval/models/triad-mini-2")  # the second generation (not yet the default)
+    register: str = "triad-mini-2"
     minutes: float = 40.0
     fold_minutes: float = 12.0
     init: str | None = "triad-mini-v1"  # warm start: the first generation's towers (committed)
