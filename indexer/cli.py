@@ -30,8 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one summary object on stdout")
     a.add_argument("--batch-size", type=int, default=int(os.environ.get("INDEXER_BATCH_SIZE", 32)))
     a.add_argument("--workers", type=int, default=2, help="decoder threads")
-    a.add_argument("--index-factory", default="auto",
-                   help="FAISS factory string: auto (exact below 200k vectors), Flat, 'IVF{n},Flat', HNSW32, ...")
+    a.add_argument("--index-factory", default=None,
+                   help="FAISS factory string: auto (by size: exact below 200k vectors, then fast-scan PQ with "
+                        "exact re-scoring), Flat, 'IVF{n},Flat', HNSW32, ... A typed factory is kept by later runs; "
+                        "type auto to go back to choosing by size (default: the earlier choice, else auto)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("errors", help="list files that could not be indexed, with their errors")
@@ -41,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rebuild", help="rebuild the FAISS indices from stored embeddings (no re-encoding) and "
                        "the token features (re-ranking) of items that have none")
     r.add_argument("--data-dir")
-    r.add_argument("--index-factory", default="auto")
+    r.add_argument("--index-factory", default=None,
+                   help="as for add (default: the factory typed earlier, else auto by size)")
     r.add_argument("--tokens", action="store_true", help="re-encode the token features of every item (decodes all files again)")
     r.add_argument("--json", action="store_true")
 
