@@ -224,7 +224,7 @@ class SearchService:
             raise QueryError("a query vector must be a list of numbers") from None
         if vec.shape[0] != self.model.dim:
             raise QueryError(f"the query vector has {vec.shape[0]} numbers; this index's model ({self.model.name}) "
-                             f"uses {self.model.dim}", "bad_vector")
+                             f"uses {self.model.dim}: send a vector encoded by {self.model.name}", "bad_vector")
         if not np.all(np.isfinite(vec)) or not np.any(vec):
             raise QueryError("the query vector must be finite and not all zeros", "bad_vector")
         return l2_normalize(vec)

@@ -43,6 +43,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "MAX_AUDIO_SECONDS": 120.0,  # per uploaded or recorded clip: a spoken query, not a podcast
     "MAX_TEXT_CHARS": 1000,  # per text input
     "MAX_INPUTS": 8,  # inputs fused into one query
+    "MAX_VECTOR_DIM": 4096,  # numbers in a raw query vector (its length must also be the index's)
     "DEFAULT_K": 20,
     "MAX_K": 100,
     "MAX_RESULTS": 1000,  # offset + k
