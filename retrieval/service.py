@@ -174,9 +174,10 @@ class SearchService:
         for rank, h in enumerate(page, start=query.offset):
             h.rank = rank
         marked = query_words(query.inputs, enc.infos)
-        if query.details:
-            page = self.resources.presenter.present(page, self.port, fuse(enc.vectors, enc.weights), marked,
-                                                    words if terms else "")
+        if query.details:  # one batched metadata read for the hits shown (``details_top``: only the first N)
+            head = len(page) if query.details_top is None else query.details_top
+            page = self.resources.presenter.present(page[:head], self.port, fuse(enc.vectors, enc.weights), marked,
+                                                    words if terms else "") + page[head:]
         t2 = time.perf_counter()
         return Result(
             hits=page, has_more=has_more, offset=query.offset, k=query.k, target=query.target, inputs=enc.infos,

@@ -564,9 +564,11 @@ def test_one_app_serves_many_threads_at_once(app):
 
 # ---------------------------------------------------------------- OpenAPI
 def _rules(app) -> set[tuple[str, str]]:
+    from webui import clip_compat
+
     out = set()
     for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/api/"):
+        if rule.rule.startswith("/api/") or rule.rule in clip_compat.ROUTES:
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             out |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
     return out

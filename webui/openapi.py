@@ -244,6 +244,49 @@ SCHEMAS: dict = {
             "hint": {"type": "string"},
         },
     },
+    "KnnRequest": {
+        "type": "object", "additionalProperties": False, "required": ["num_images"],
+        "description": "clip-retrieval 2.45.0's /knn-service request. One query input is used, in this order: "
+                       "text, image, image_url, embedding_input",
+        "properties": {
+            "text": NULL_STRING,
+            "image": {"type": ["string", "null"], "contentEncoding": "base64",
+                      "description": "An image (or audio) file's bytes, base64; typed by content"},
+            "image_url": {"type": ["string", "null"], "description": "Only a result's `url` from this server "
+                                                                      "(\"search similar\"); nothing is fetched"},
+            "embedding_input": {**VECTOR, "type": ["array", "null"]},
+            "embedding_modality": VECTOR_MODALITY,
+            "modality": {"type": ["string", "null"], "enum": ["image", "text", "audio", "all", None],
+                         "default": "image", "description": "What to search (clip: the image or the text index)"},
+            "num_images": {"type": "integer", "minimum": 0, "maximum": 10000,
+                           "description": "How many of the hits carry metadata (the rest: id and similarity)"},
+            "num_result_ids": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000,
+                               "description": "How many hits (default num_images); more than 1000 are cut to 1000"},
+            "indice_name": {"type": ["string", "null"], "description": "The name GET /indices-list gives (null: it)"},
+            **{name: {"type": ["boolean", "null"], "description": "Accepted; no effect here"}
+               for name in ("use_mclip", "deduplicate", "use_safety_model", "use_violence_detector")},
+            "aesthetic_score": {"type": ["string", "integer", "null"], "description": "Accepted; no effect here"},
+            "aesthetic_weight": {"type": ["string", "number", "null"], "description": "Accepted; no effect here"},
+        },
+    },
+    "KnnHit": {
+        "type": "object", "required": ["id", "similarity"],
+        "properties": {
+            "id": {"type": "integer"}, "similarity": {"type": "number"},
+            "caption": {"type": "string"}, "url": {"type": "string", "description": "Thumbnail (images)"},
+            "media": {"type": "string"}, "modality": {"type": "string"}, "path": {"type": "string"},
+            "score": {"type": "number"}, "start": {"type": "number"}, "end": {"type": "number"},
+        },
+    },
+    "MetadataRequest": {
+        "type": "object", "additionalProperties": False, "required": ["ids"],
+        "properties": {"ids": {"type": "array", "maxItems": 1000, "items": ID}, "indice_name": NULL_STRING},
+    },
+    "MetadataResponse": {
+        "type": "array", "items": {"type": "object", "required": ["id", "metadata"], "properties": {
+            "id": {"type": "integer"},
+            "metadata": {"type": ["object", "null"], "description": "As a KnnHit's metadata fields; null: no such item"}}},
+    },
     "Health": {
         "type": "object", "required": ["status", "indexed", "model", "revision", "items"],
         "properties": {"status": {"type": "string", "enum": ["ok"]}, "indexed": {"type": "boolean"},
@@ -294,6 +337,21 @@ def document() -> dict:
             "/api/health": {"get": {
                 "summary": "Liveness: the catalog answers",
                 "responses": {"200": _json(_ref("Health"), "Healthy"), **_errors(503)},
+            }},
+            "/indices-list": {"get": {
+                "summary": "clip-retrieval compatible: the index names (one: this data directory)",
+                "responses": {"200": _json({"type": "array", "items": {"type": "string"}}, "Index names")},
+            }},
+            "/knn-service": {"post": {
+                "summary": "clip-retrieval compatible search (its front end and ClipClient work unchanged)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("KnnRequest")}}},
+                "responses": {"200": _json({"type": "array", "items": _ref("KnnHit")}, "Hits, best first"),
+                              **_errors(400, 404, 413, 415, 422, 503)},
+            }},
+            "/metadata": {"post": {
+                "summary": "clip-retrieval compatible: metadata of result ids",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MetadataRequest")}}},
+                "responses": {"200": _json(_ref("MetadataResponse"), "Per id, in order"), **_errors(400, 503)},
             }},
             "/api/openapi.json": {"get": {
                 "summary": "This document",

@@ -193,18 +193,9 @@ def parse_search(request: Request, config: dict) -> Query:
     items += more_items
     parts: list[Input] = []
     for t, weight, field in texts:
-        if not isinstance(t, str):
-            raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
-        t = t.strip()
-        if "\x00" in t or not _utf8(t):
-            raise ApiError(f"'{field}' holds a character that is not text (a NUL or a lone UTF-16 surrogate such as "
-                           "\\ud800); send the words as valid UTF-8", 400, "bad_text")
-        if not t:
-            continue  # an empty box next to an upload is not an error; no input at all is (below)
-        if len(t) > config["MAX_TEXT_CHARS"]:
-            raise ApiError(f"a text input is {len(t)} characters; the limit is {config['MAX_TEXT_CHARS']}",
-                           413, "too_large")
-        parts.append(Input("text", t, weight, key=t, label=t[:60]))
+        part = text_input(t, weight, field, config)
+        if part is not None:  # an empty box next to an upload is not an error; no input at all is (below)
+            parts.append(part)
     for i, weight, field in items:
         iid = _int(i, field, 0, 1, 2**62)
         parts.append(Input("item", iid, weight, key=str(iid), label=f"item {iid}"))
@@ -221,6 +212,22 @@ def parse_search(request: Request, config: dict) -> Query:
     parts += decode_uploads(files, config)  # every other limit is checked: only now are files read
     return Query(tuple(parts), target=target, k=k, offset=offset, hybrid=parse_switch(request, "hybrid", False),
                  rerank=parse_switch(request, "rerank", True))
+
+
+def text_input(value: Any, weight: float, field: str, config: dict) -> Input | None:
+    """A typed text input, checked (None when it is only blanks)."""
+    if not isinstance(value, str):
+        raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
+    t = value.strip()
+    if "\x00" in t or not _utf8(t):
+        raise ApiError(f"'{field}' holds a character that is not text (a NUL or a lone UTF-16 surrogate such as "
+                       "\\ud800); send the words as valid UTF-8", 400, "bad_text")
+    if not t:
+        return None
+    if len(t) > config["MAX_TEXT_CHARS"]:
+        raise ApiError(f"a text input is {len(t)} characters; the limit is {config['MAX_TEXT_CHARS']}",
+                       413, "too_large")
+    return Input("text", t, weight, key=t, label=t[:60])
 
 
 def _form_json(form: Any, name: str, example: str) -> Any:
