@@ -1,7 +1,8 @@
 """Serving at scale, side by side in one run: raw ``index.search`` vs our server by vector (``/api/search`` and
 the clip-retrieval compatible ``/knn-service``) and by typed text.
 
-**Synthetic data**: N text items whose vectors are generated, not encoded, written into a fresh data
+**Synthetic data**: N text items (passages, 10 per synthetic file by default) whose vectors are generated,
+not encoded, written into a fresh data
 directory through the real schema and the repository API (``repo.upsert_file`` / ``repo.add_items``, one
 transaction per batch, the bundled model recorded as the catalog's model), then indexed by the project's
 own ``Catalog.rebuild_index`` (``auto``: exact below 200k vectors, fast-scan PQ + exact re-scoring above).
@@ -57,8 +58,9 @@ def vectors(kind: str, n: int, seed: int) -> np.ndarray:
     return unit(centres[rng.integers(0, 1000, n)] + 0.08 * rng.standard_normal((n, DIM), dtype=np.float32))
 
 
-def build(data_dir: Path, kind: str, n: int, batch: int = 5000) -> dict:
-    """N synthetic text items through the repository API, then the index through ``Catalog.rebuild_index``."""
+def build(data_dir: Path, kind: str, n: int, per_file: int, batch: int = 5000) -> dict:
+    """N synthetic text items (``per_file`` passages per file, as a long note's) through the repository API,
+    then the index through ``Catalog.rebuild_index``."""
     from indexer import repository as repo
     from indexer.catalog import Catalog
     from retrieval.encoders import create_model
@@ -75,10 +77,12 @@ def build(data_dir: Path, kind: str, n: int, batch: int = 5000) -> dict:
         for start in range(0, n, batch):
             vecs = vectors(kind, min(batch, n - start), seed=1 + start)
             with catalog.session() as s:
-                for i, vec in enumerate(vecs, start=start):
+                for first in range(0, len(vecs), per_file):
+                    i = start + first
                     row = repo.upsert_file(s, path=f"/synthetic/{i:08d}.txt", file_id=None, modality="text",
-                                           size=64, mtime_ns=0, sha256=None, error=None)
-                    repo.add_items(s, row.id, [repo.NewItem("text", vec, content=f"synthetic note {i}")])
+                                           size=64 * per_file, mtime_ns=0, sha256=None, error=None)
+                    repo.add_items(s, row.id, [repo.NewItem("text", vec, content=f"synthetic passage {i + j}")
+                                               for j, vec in enumerate(vecs[first:first + per_file])])
                 repo.bump_revision(s)
                 s.commit()
             if start // batch % 10 == 0:
@@ -87,7 +91,7 @@ def build(data_dir: Path, kind: str, n: int, batch: int = 5000) -> dict:
         _, checksums, revision = catalog.state()
         t1 = time.perf_counter()
         index = catalog.rebuild_index("text", model.name, checksums, revision)
-        return {"items": n, "generator": kind, "write_s": round(written, 1),
+        return {"items": n, "items_per_file": per_file, "generator": kind, "write_s": round(written, 1),
                 "index_build_s": round(time.perf_counter() - t1, 1), "factory": index.manifest.factory}
     finally:
         catalog.close()
@@ -188,6 +192,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--generator", choices=["random", "clustered"], default="random")
+    p.add_argument("--items-per-file", type=int, default=10, help="passages per synthetic file (default 10)")
     p.add_argument("--data-dir", type=Path, help="keep the synthetic data directory here (default: a temp dir)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
@@ -203,7 +208,7 @@ def main() -> int:
     data_dir = args.data_dir or tmp / "data"
     proc = None
     try:
-        built = build(data_dir, args.generator, args.items) if not (data_dir / "index").is_dir() else {"reused": True}
+        built = build(data_dir, args.generator, args.items, args.items_per_file) if not (data_dir / "index").is_dir() else {"reused": True}
         log(f"built: {built}")
         index = VectorIndex.load(data_dir / "index" / "text")
         stored = index.vectors(index.ids()[:: max(1, index.count // 20000)])
@@ -213,6 +218,7 @@ def main() -> int:
         exact = exact_search(index.vectors(all_ids), all_ids, sample, 10)[1]
         approx = index.search(sample, 10)[1]
         recall = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]))
+        load_before = round(os.getloadavg()[0], 2)
         raw = {f"k={k}": [raw_level(index, qs[:args.requests], k, c) for c in args.clients] for k in args.ks}
         log(f"raw: {json.dumps(raw)}")
 
@@ -250,7 +256,7 @@ def main() -> int:
             "server": {"command": f"python -m webui --workers {args.workers} --threads {args.threads}",
                        "rss_mb_per_worker": worker_rss_mb(proc.pid)},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "load_avg_1m_after": round(os.getloadavg()[0], 2)},
+                        "load_avg_1m_before": load_before, "load_avg_1m_after": round(os.getloadavg()[0], 2)},
             "raw_index_search": raw, "http": server,
             "text_note": "api_text: typed queries, each distinct (encoded by the text tower; text->text has no "
                          "re-ranker, so none runs)",

@@ -170,6 +170,8 @@ class SearchService:
         hybrid = {"terms": [], "keyword_hits": 0, "rrf_k": RRF_K} if query.hybrid else None
         if terms:
             hits, hybrid = self._hybrid(hits, words, terms, query, enc.exclude)
+        if query.dedup is not None:
+            hits = self._dedup(hits, float(query.dedup))
         page, has_more = hits[query.offset:query.offset + query.k], len(hits) > query.offset + query.k
         for rank, h in enumerate(page, start=query.offset):
             h.rank = rank
@@ -285,6 +287,27 @@ class SearchService:
                 h.score = min(h.score, floor[h.modality])
         out.sort(key=lambda h: (-h.score, stage.get(h.id) != "rerank", -h.similarity, h.id))
         return out
+
+    # ---- near-duplicates (optional) ---------------------------------------------------
+    def _dedup(self, hits: list[Hit], threshold: float) -> list[Hit]:
+        """Keep a hit only if no better hit of its modality has a stored vector within ``threshold`` cosine
+        (clip-retrieval's ``deduplicate``: near-duplicate pictures shown once)."""
+        drop: set[int] = set()
+        for modality, index in self.searcher.indices.items():
+            ids = [h.id for h in hits if h.modality == modality]
+            if len(ids) < 2:
+                continue
+            try:
+                vecs = l2_normalize(index.vectors(np.asarray(ids, dtype=np.int64)))
+            except KeyError:  # removed since this snapshot: keep them all
+                continue
+            sim = vecs @ vecs.T
+            keep = np.ones(len(ids), dtype=bool)
+            for i in range(len(ids)):
+                if keep[i]:
+                    keep[i + 1:] &= sim[i, i + 1:] < threshold
+            drop |= {i for i, k in zip(ids, keep) if not k}
+        return [h for h in hits if h.id not in drop]
 
     # ---- 5. hybrid --------------------------------------------------------------------
     def _hybrid(self, hits: list[Hit], words: str, terms: list[str], query: Query,

@@ -17,8 +17,9 @@ Metadata of a hit: ``caption`` (a note's excerpt, a recording's sentence, an ima
 What differs, on purpose: ``modality`` is the target (``image``, ``text``, also ``audio`` and ``all``);
 ``image`` may hold any image or audio file, typed by its content as uploads are; ``image_url`` is only
 taken when it is a media or thumbnail URL of this server (a result's ``url``: "search similar" in the
-front end), never fetched; ``num_result_ids`` above ``MAX_RESULTS`` (1000) is cut to it; ``use_mclip``,
-``deduplicate``, ``use_safety_model``, ``use_violence_detector`` and ``aesthetic_*`` are accepted and
+front end), never fetched; ``num_result_ids`` above ``MAX_RESULTS`` (1000) is cut to it; ``deduplicate``
+drops hits within cosine 0.94 of a better one (as clip back; so fewer than ``num_result_ids`` may come
+back); ``use_mclip``, ``use_safety_model``, ``use_violence_detector`` and ``aesthetic_*`` are accepted and
 have no effect (there are no such models here). Unknown fields and bad values are a 400 saying which.
 
 Every search goes through the query API (:meth:`retrieval.service.SearchService.search`); this module
@@ -51,6 +52,7 @@ bp = Blueprint("clip", __name__)
 ROUTES = ("/indices-list", "/knn-service", "/metadata")
 MODALITIES = ("image", "text", "audio", "all")
 CAPTION_CHARS = 300
+DEDUP_COSINE = 0.94  # clip back's near-duplicate threshold (KnnService.get_non_uniques)
 KNN_FIELDS = ("text", "image", "image_url", "embedding_input", "embedding_modality", "modality", "num_images",
               "num_result_ids", "indice_name", "use_mclip", "deduplicate", "use_safety_model",
               "use_violence_detector", "aesthetic_score", "aesthetic_weight")
@@ -84,6 +86,13 @@ def indices_list() -> Response:
 @bp.post("/knn-service")
 def knn_service() -> Response:
     body = _body(KNN_FIELDS)
+    if body.get("image") is not None and not (isinstance(body.get("text"), str) and body["text"].strip()):
+        with current_app.extensions["webui.slow"].enter():  # an upload: decoded and encoded behind the slow gate
+            return _knn(body)
+    return _knn(body)
+
+
+def _knn(body: dict) -> Response:
     _check_index(body.get("indice_name"))
     modality = body.get("modality") or "image"
     if not isinstance(modality, str) or modality not in MODALITIES:
@@ -92,14 +101,11 @@ def knn_service() -> Response:
     limit = int(current_app.config["MAX_RESULTS"])
     num_images = _count(body.get("num_images"), "num_images", 0, required=True)
     num_result_ids = min(_count(body.get("num_result_ids"), "num_result_ids", 1, default=num_images or 1), limit)
-    _check_ignored(body)
-    query_input, slow = _query_input(body)
-    query = Query((query_input,), target=modality, k=num_result_ids, details_top=min(num_images, num_result_ids))
-    if slow:
-        with current_app.extensions["webui.slow"].enter():
-            result = _engine().service().search(query)
-    else:
-        result = _engine().service().search(query)
+    _check_options(body)
+    query = Query((_query_input(body),), target=modality, k=num_result_ids,
+                  details_top=min(num_images, num_result_ids),
+                  dedup=DEDUP_COSINE if body.get("deduplicate") else None)
+    result = _engine().service().search(query)
     base = request.host_url.rstrip("/")
     out = []
     for n, hit in enumerate(result.hits):
@@ -153,8 +159,8 @@ def _count(value: Any, name: str, lo: int, default: int | None = None, required:
     return int(min(value, 2**31))
 
 
-def _check_ignored(body: dict) -> None:
-    """Options this server has no model for: accepted when well-formed, without effect."""
+def _check_options(body: dict) -> None:
+    """The switches are true/false (null: off); the aesthetic options (no effect here) numbers or ""."""
     for name in SWITCHES:
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise ApiError(f"'{name}' must be true or false", 400, "bad_parameter")
@@ -168,19 +174,18 @@ def _check_ignored(body: dict) -> None:
             raise ApiError(f"'{name}' must be a number or \"\"", 400, "bad_parameter") from None
 
 
-def _query_input(body: dict) -> tuple[Input, bool]:
-    """The one input clip back would use (text first, then image, image URL, embedding) and whether it is
-    an upload (those wait for the slow gate, as on /api/search)."""
+def _query_input(body: dict) -> Input:
+    """The one input clip back would use: text first, then image, image URL, embedding."""
     text = text_input(body["text"], 1.0, "text", current_app.config) if body.get("text") is not None else None
     if text is not None:
-        return text, False
+        return text
     if body.get("image") is not None:
-        return _image_input(body["image"]), True
+        return _image_input(body["image"])
     if body.get("image_url") is not None:
-        return _item_of_url(body["image_url"]), False
+        return _item_of_url(body["image_url"])
     if body.get("embedding_input") is not None:
         return vector_input(body["embedding_input"], "embedding_input", current_app.config["MAX_VECTOR_DIM"],
-                            modality=body.get("embedding_modality")), False
+                            modality=body.get("embedding_modality"))
     raise ApiError("the query is empty: send 'text', 'image' (base64), 'image_url' (a result's url) or "
                    "'embedding_input'", 400, "empty_query")
 

@@ -263,8 +263,10 @@ SCHEMAS: dict = {
             "num_result_ids": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000,
                                "description": "How many hits (default num_images); more than 1000 are cut to 1000"},
             "indice_name": {"type": ["string", "null"], "description": "The name GET /indices-list gives (null: it)"},
+            "deduplicate": {"type": ["boolean", "null"], "description": "Drop hits within cosine 0.94 of a better "
+                                                                        "one (as clip back)"},
             **{name: {"type": ["boolean", "null"], "description": "Accepted; no effect here"}
-               for name in ("use_mclip", "deduplicate", "use_safety_model", "use_violence_detector")},
+               for name in ("use_mclip", "use_safety_model", "use_violence_detector")},
             "aesthetic_score": {"type": ["string", "integer", "null"], "description": "Accepted; no effect here"},
             "aesthetic_weight": {"type": ["string", "number", "null"], "description": "Accepted; no effect here"},
         },
