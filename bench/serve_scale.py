@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -208,11 +209,17 @@ def main() -> int:
     data_dir = args.data_dir or tmp / "data"
     proc = None
     try:
-        built = build(data_dir, args.generator, args.items, args.items_per_file) if not (data_dir / "index").is_dir() else {"reused": True}
+        info = data_dir / "serve_scale_build.json"  # how a kept --data-dir was built, for later runs' JSON
+        if (data_dir / "index").is_dir():
+            built = {**(json.loads(info.read_text()) if info.is_file() else {}), "reused": True}
+        else:
+            built = build(data_dir, args.generator, args.items, args.items_per_file)
+            info.write_text(json.dumps(built))
         log(f"built: {built}")
         index = VectorIndex.load(data_dir / "index" / "text")
         stored = index.vectors(index.ids()[:: max(1, index.count // 20000)])
-        qs = queries(args.generator, args.requests * (len(args.clients) * len(args.ks) * 3 + 1) + 100, stored)
+        levels_needed = 1 + 3 * len(args.ks) * len(args.clients)  # raw + 3 routes x ks x clients (+ 3 warm-ups of 20)
+        qs = queries(args.generator, args.requests * levels_needed + 200, stored)
         sample = qs[:100]
         all_ids = index.ids()
         exact = exact_search(index.vectors(all_ids), all_ids, sample, 10)[1]
@@ -226,9 +233,9 @@ def main() -> int:
         port = int(url.rsplit(":", 1)[1])
         pos = args.requests
 
-        def bodies(kind: str, k: int) -> list[bytes]:
+        def bodies(kind: str, k: int, n: int = args.requests) -> list[bytes]:
             nonlocal pos
-            chunk, pos = qs[pos:pos + args.requests], pos + args.requests
+            chunk, pos = qs[pos:pos + n], pos + n
             if kind == "api_vector":
                 return [json.dumps({"vector": q.tolist(), "target": "text", "k": k}).encode() for q in chunk]
             if kind == "knn_service":
@@ -239,7 +246,7 @@ def main() -> int:
 
         routes = {"api_vector": "/api/search", "knn_service": "/knn-service", "api_text": "/api/search"}
         for kind in routes:  # warm every worker: model, index, first requests
-            http_level(port, routes[kind], bodies(kind, 10)[:20], 10, args.workers * 2)
+            http_level(port, routes[kind], bodies(kind, 10, 20), 10, args.workers * 2)
         server: dict = {}
         for kind, path in routes.items():
             for k in args.ks:
@@ -263,9 +270,13 @@ def main() -> int:
             "total_errors": sum(level["errors"] for kinds in server.values() for ls in kinds.values() for level in ls),
         }
     finally:
-        if proc is not None:
+        if proc is not None:  # a loaded machine may take long to stop gunicorn: never lose the result for it
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if args.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(result, indent=2)
