@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.encoders import MODALITIES
-from retrieval.index import INDEX_NAME, VectorIndex, read_manifest, write_manifest
+from retrieval.index import INDEX_NAME, IndexManifest, VectorIndex, choose_factory, read_manifest, write_manifest
 from retrieval.tokens import TokenStore
 
 from . import repository as repo
@@ -86,9 +86,10 @@ class Catalog:
             return False
         return manifest.revision == revision and (self.index_dir(modality) / "index.faiss").is_file()
 
-    def fresh_indices(self, factory: str = "auto", force: bool = False, save: bool = True,
+    def fresh_indices(self, factory: str | None = None, force: bool = False, save: bool = True,
                       load: Callable[[str], VectorIndex] | None = None) -> dict[str, VectorIndex]:
-        """Load every modality's index, rebuilding stale ones from the DB (and saving them unless ``save`` is
+        """Load every modality's index, rebuilding stale ones from the DB with ``factory`` (None: the one the
+        user chose earlier, else by size; see :meth:`rebuild_index`) and saving them unless ``save`` is
         False: readers that do not hold the writer lock, like the web app and a search, rebuild in memory).
 
         ``load(modality)`` reads a fresh saved index (default :meth:`VectorIndex.load` of its folder); a
@@ -113,10 +114,22 @@ class Catalog:
             out[modality] = self.rebuild_index(modality, model, checksums, revision, factory, save=save)
         return out
 
+    def saved_manifest(self, modality: str) -> IndexManifest | None:
+        """The manifest of the saved index of ``modality``, or None (missing or unreadable)."""
+        try:
+            return read_manifest(self.index_dir(modality))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
     def rebuild_index(
-        self, modality: str, model: str, checksums: dict[str, str], revision: int, factory: str = "auto",
+        self, modality: str, model: str, checksums: dict[str, str], revision: int, factory: str | None = None,
         dim: int | None = None, save: bool = True,
     ) -> VectorIndex:
+        """Rebuild one modality's index from the stored embeddings.
+
+        ``factory``: a string the user typed (``"auto"`` = by size, forgetting an earlier choice), or None
+        to keep the choice recorded in the saved manifest (a typed factory is sticky; ``auto`` is re-chosen
+        by the collection's size on every rebuild, so a growing collection moves to the fast index)."""
         ids_parts, vec_parts = [], []
         with self.session() as s:
             for ids, vecs in repo.iter_embeddings(s, modality):
@@ -131,11 +144,7 @@ class Catalog:
             except (FileNotFoundError, ValueError, TypeError):
                 dim = dim or 1
             ids, vecs = np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
-        if factory == "auto":  # keep what an earlier run asked for explicitly
-            try:
-                factory = read_manifest(self.index_dir(modality)).requested_factory()
-            except (FileNotFoundError, ValueError, TypeError):
-                pass
+        factory = choose_factory(factory, self.saved_manifest(modality))
         index = VectorIndex.build(ids, vecs, model=model, checksums=checksums, dim=dim,
                                   factory=factory, modality=modality, revision=revision)
         if save:

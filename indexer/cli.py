@@ -38,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="local: this machine; ray: decode + embed on a Ray cluster, write here (see README)")
     a.add_argument("--address", help="with --executor ray: the cluster, HOST:PORT from `ray start --head` or auto "
                    "(default $RAY_ADDRESS, else a local Ray instance)")
-    a.add_argument("--index-factory", default="auto",
-                   help="FAISS factory string: auto (exact below 200k vectors), Flat, 'IVF{n},Flat', HNSW32, ...")
+    a.add_argument("--index-factory", default=None,
+                   help="FAISS factory string: auto (by size: exact below 200k vectors, then fast-scan PQ with "
+                        "exact re-scoring), Flat, 'IVF{n},Flat', HNSW32, ... A typed factory is kept by later runs; "
+                        "type auto to go back to choosing by size (default: the earlier choice, else auto)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("errors", help="list files that could not be indexed, with their errors")
@@ -49,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rebuild", help="rebuild the FAISS indices from stored embeddings (no re-encoding) and "
                        "the token features (re-ranking) of items that have none")
     r.add_argument("--data-dir")
-    r.add_argument("--index-factory", default="auto")
+    r.add_argument("--index-factory", default=None,
+                   help="as for add (default: the factory typed earlier, else auto by size)")
     r.add_argument("--tokens", action="store_true", help="re-encode the token features of every item (decodes all files again)")
     r.add_argument("--json", action="store_true")
 

@@ -51,7 +51,7 @@ class AddOptions:
     model: str | None = None
     batch_size: int = 32
     workers: int = 2
-    factory: str = "auto"
+    factory: str | None = None  # typed by the user (sticky; "auto" = by size); None: the earlier choice, else auto
     progress: bool = True
     save_every_s: float = 30.0
     decode_budget_mb: float = float(os.environ.get("INDEXER_DECODE_BUDGET_MB", 1024))  # decoded bytes held ahead

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from retrieval.encoders import Model
-from retrieval.index import VectorIndex, resolve_factory
+from retrieval.index import VectorIndex, choose_factory, resolve_factory
 
 from . import repository as repo
 from .catalog import Catalog
@@ -77,11 +77,11 @@ class Summary:
 class Writer:
     """Commits batches to the database, then mirrors them into the FAISS indices."""
 
-    def __init__(self, catalog: Catalog, model: Model, indices: dict[str, VectorIndex], factory: str) -> None:
+    def __init__(self, catalog: Catalog, model: Model, indices: dict[str, VectorIndex], factory: str | None) -> None:
         self.catalog = catalog
         self.model = model
         self.indices = indices
-        self.factory = factory
+        self.factory = factory  # typed by the user (sticky; "auto" = by size), or None: keep the earlier choice
         self.revision = catalog.state()[2]
         self.needs_rebuild: set[str] = set()
         self.dirty: set[str] = set()  # modalities changed in memory since the last save
@@ -90,12 +90,15 @@ class Writer:
         self._tokens_checked = False
 
     def _index(self, modality: str) -> VectorIndex:
-        if modality not in self.indices:
+        if modality not in self.indices:  # empty: exact until finish() builds what the requested factory needs
             self.indices[modality] = VectorIndex.build(
                 np.zeros(0, np.int64), np.zeros((0, self.model.dim), np.float32),
                 model=self.model.name, checksums=self.model.checksums, dim=self.model.dim,
                 factory="Flat", modality=modality, revision=self.revision,
             )
+            # "Flat" was the bootstrap's choice, not the user's: recording it made `auto` keep an exact index
+            # at any size; record what was asked for instead
+            self.indices[modality].manifest.set_user_factory(self.factory or "auto")
         return self.indices[modality]
 
     def write(self, batch: Sequence[Decoded], summary: Summary) -> None:
@@ -237,17 +240,18 @@ class Writer:
         self.dirty -= set(saved)
 
     def finish(self) -> None:
-        """Rebuild indices that need it (removals on HNSW, a factory change), then save."""
+        """Rebuild indices that need it (removals on HNSW, a factory change, an ``auto`` index whose size now
+        calls for another structure), then save."""
         model_name, checksums, _ = self.catalog.state()
         for modality, index in list(self.indices.items()):
-            requested = self.factory
-            if requested == "auto":  # keep what an earlier run asked for explicitly
-                requested = index.manifest.requested_factory()
+            requested = choose_factory(self.factory, index.manifest)
             desired = resolve_factory(requested, index.count, index.manifest.dim)
             if modality in self.needs_rebuild or not _same_factory(desired, index.manifest.factory):
                 self.indices[modality] = self.catalog.rebuild_index(
                     modality, model_name, checksums, self.revision, factory=requested, dim=self.model.dim
                 )
+            else:
+                index.manifest.set_user_factory(requested)
         self.needs_rebuild.clear()
         self.save()
 

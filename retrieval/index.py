@@ -52,9 +52,39 @@ class IndexManifest:
     modality: str = ""
     extra: dict = field(default_factory=dict)
 
+    def user_factory(self) -> str | None:
+        """The factory string a user typed for this index (sticky), or None when it is chosen by size.
+
+        Manifests written before ``user_factory`` existed recorded ``requested_factory``, and every index
+        that ``indexer add`` created recorded ``"Flat"`` there whatever the user asked: that legacy value
+        is read as "chosen by size", any other legacy value as the user's choice.
+        """
+        extra = self.extra or {}
+        if extra.get("user_factory"):
+            return str(extra["user_factory"])
+        legacy = extra.get("requested_factory")
+        return str(legacy) if legacy and legacy not in ("auto", "Flat") else None
+
     def requested_factory(self) -> str:
-        """The factory string a user chose for this index ("auto" when none was)."""
-        return (self.extra or {}).get("requested_factory", "auto")
+        """The factory to build this index with next: the user's sticky choice, else ``"auto"``."""
+        return self.user_factory() or "auto"
+
+    def set_user_factory(self, factory: str) -> None:
+        """Record ``factory`` as the user's choice (``"auto"``: forget any, choose by size from now on)."""
+        extra = dict(self.extra or {})
+        extra.pop("requested_factory", None)
+        extra.pop("user_factory", None)
+        if factory != "auto":
+            extra["user_factory"] = factory
+        self.extra = extra
+
+
+def choose_factory(requested: str | None, manifest: "IndexManifest | None") -> str:
+    """What to build with: a factory the user typed now (``"auto"`` included: by size, forgetting an earlier
+    choice), else (``requested`` None) the earlier typed choice recorded in ``manifest``, else ``"auto"``."""
+    if requested is not None:
+        return requested
+    return manifest.requested_factory() if manifest is not None else "auto"
 
 
 def resolve_factory(factory: str, n_vectors: int, dim: int = 384) -> str:
@@ -117,7 +147,10 @@ class VectorIndex:
         modality: str = "",
         revision: int = 0,
     ) -> "VectorIndex":
-        """Build a fresh index over ``vectors`` (N, dim) with ``ids`` (N,)."""
+        """Build a fresh index over ``vectors`` (N, dim) with ``ids`` (N,).
+
+        ``factory`` ``"auto"`` picks by size (:func:`resolve_factory`) and is re-chosen whenever the
+        collection is rebuilt; any other string is recorded as the user's choice and kept by later runs."""
         vectors = _as_matrix(vectors, dim)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         concrete = resolve_factory(factory, len(ids), dim)
@@ -126,8 +159,8 @@ class VectorIndex:
         manifest = IndexManifest(
             model=model, checksums=dict(checksums), dim=dim, factory=concrete,
             modality=modality, revision=revision,
-            extra={"requested_factory": factory} if factory != "auto" else {},
         )
+        manifest.set_user_factory(factory)
         index = cls(manifest)
         if not index._cpu.is_trained:  # IVF, PQ, SQ8, ...: train on a sample
             if len(ids) == 0:

@@ -81,6 +81,8 @@ class Query:
     rerank_k: int = DEFAULT_RERANK_K
     rerank_weight: float | None = None  # scale of the re-ranker's correction; None = as trained, 0 = off
     details: bool = True  # join hits with metadata (paths, snippets, spans); eval ranks without them
+    details_top: int | None = None  # with details: only the first N hits of the page (None: all); the rest are ids
+    dedup: float | None = None  # drop a hit whose stored vector has cosine >= this with a better hit of its modality
     span_top: int | None = None  # narrow long recordings to the matching sentence for the first N hits (None: all)
 
     def __post_init__(self) -> None:
@@ -93,6 +95,12 @@ class Query:
                              "no_positive_input")
         if self.target not in TARGETS:
             raise QueryError(f"unknown target '{str(self.target)[:40]}'; use one of {', '.join(TARGETS)}")
+        if self.details_top is not None and (isinstance(self.details_top, bool) or not isinstance(self.details_top, int)
+                                             or self.details_top < 0):
+            raise QueryError(f"'details_top' must be a whole number >= 0, got {str(self.details_top)[:40]!r}")
+        if self.dedup is not None and (isinstance(self.dedup, bool) or not isinstance(self.dedup, (int, float))
+                                       or not 0 < self.dedup <= 1):
+            raise QueryError(f"'dedup' must be a cosine in (0, 1], got {str(self.dedup)[:40]!r}")
         for name, lo in (("k", 1), ("offset", 0), ("rerank_k", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:

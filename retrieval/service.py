@@ -171,13 +171,16 @@ class SearchService:
         hybrid = {"terms": [], "keyword_hits": 0, "rrf_k": RRF_K} if query.hybrid else None
         if terms:
             hits, hybrid = self._hybrid(hits, words, terms, query, enc.exclude)
+        if query.dedup is not None:
+            hits = self._dedup(hits, float(query.dedup))
         page, has_more = hits[query.offset:query.offset + query.k], len(hits) > query.offset + query.k
         for rank, h in enumerate(page, start=query.offset):
             h.rank = rank
         marked = query_words(query.inputs, enc.infos)
-        if query.details:
-            page = self.resources.presenter.present(page, self.port, fuse(enc.vectors, enc.weights), marked,
-                                                    words if terms else "")
+        if query.details:  # one batched metadata read for the hits shown (``details_top``: only the first N)
+            head = len(page) if query.details_top is None else query.details_top
+            page = self.resources.presenter.present(page[:head], self.port, fuse(enc.vectors, enc.weights), marked,
+                                                    words if terms else "") + page[head:]
         t2 = time.perf_counter()
         return Result(
             hits=page, has_more=has_more, offset=query.offset, k=query.k, target=query.target, inputs=enc.infos,
@@ -236,7 +239,7 @@ class SearchService:
             raise QueryError("a query vector must be a list of numbers") from None
         if vec.shape[0] != self.model.dim:
             raise QueryError(f"the query vector has {vec.shape[0]} numbers; this index's model ({self.model.name}) "
-                             f"uses {self.model.dim}", "bad_vector")
+                             f"uses {self.model.dim}: send a vector encoded by {self.model.name}", "bad_vector")
         if not np.all(np.isfinite(vec)) or not np.any(vec):
             raise QueryError("the query vector must be finite and not all zeros", "bad_vector")
         return l2_normalize(vec)
@@ -296,6 +299,27 @@ class SearchService:
                 h.score = min(h.score, floor[h.modality])
         out.sort(key=lambda h: (-h.score, stage.get(h.id) != "rerank", -h.similarity, h.id))
         return out
+
+    # ---- near-duplicates (optional) ---------------------------------------------------
+    def _dedup(self, hits: list[Hit], threshold: float) -> list[Hit]:
+        """Keep a hit only if no better hit of its modality has a stored vector within ``threshold`` cosine
+        (clip-retrieval's ``deduplicate``: near-duplicate pictures shown once)."""
+        drop: set[int] = set()
+        for modality, index in self.searcher.indices.items():
+            ids = [h.id for h in hits if h.modality == modality]
+            if len(ids) < 2:
+                continue
+            try:
+                vecs = l2_normalize(index.vectors(np.asarray(ids, dtype=np.int64)))
+            except KeyError:  # removed since this snapshot: keep them all
+                continue
+            sim = vecs @ vecs.T
+            keep = np.ones(len(ids), dtype=bool)
+            for i in range(len(ids)):
+                if keep[i]:
+                    keep[i + 1:] &= sim[i, i + 1:] < threshold
+            drop |= {i for i, k in zip(ids, keep) if not k}
+        return [h for h in hits if h.id not in drop]
 
     # ---- 5. hybrid --------------------------------------------------------------------
     def _hybrid(self, hits: list[Hit], words: str, terms: list[str], query: Query,

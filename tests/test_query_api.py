@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, run_cli, run_json
@@ -107,6 +108,77 @@ def test_raw_vector_queries_rank_like_the_input_they_came_from(demo_data, client
     proc = run_cli("retrieval", "search", "--vector-file", str(tmp_path / "bad.json"), "--data-dir", str(demo_data),
                    check=False)
     assert proc.returncode == 2 and "uses 384" in proc.stderr
+
+
+def test_api_takes_raw_vectors_as_json_form_and_weighted_inputs(demo_data, client, tmp_path):
+    from retrieval.encoders import create_model
+
+    vector = create_model(None).encode("text", ["a red apple"])[0]
+    np.save(tmp_path / "q.npy", vector)
+    cli = run_json("retrieval", "search", "--vector-file", str(tmp_path / "q.npy"), "-k", "8",
+                   "--data-dir", str(demo_data))["hits"]
+    by_text = _api(client, {"text": "a red apple", "k": 8, "rerank": False})["hits"]
+    out = _api(client, {"vector": (vector * 3).tolist(), "k": 8})  # any length: normalised
+    assert out["query"]["inputs"][0]["kind"] == "vector" and out["rerank"]["applied"] is False
+    assert _ids_scores(out["hits"]) == _ids_scores(cli)
+    assert [h["id"] for h in out["hits"]] == [h["id"] for h in by_text]
+    form = client.post("/api/search", data={"vector": json.dumps(vector.tolist()), "k": "8"},
+                       content_type="multipart/form-data")
+    assert form.status_code == 200 and _ids_scores(form.get_json()["hits"]) == _ids_scores(cli)
+    weighted = _api(client, {"inputs": [{"vector": vector.tolist(), "modality": "text", "weight": 1},
+                                        {"text": "green", "weight": -1}], "target": "image", "k": 5})
+    assert [i["kind"] for i in weighted["query"]["inputs"]] == ["text", "vector"]
+
+
+@pytest.mark.parametrize("body, code, fragment", [
+    ({"vector": [0.1, 0.2]}, "bad_vector", "uses 384"),
+    ({"vector": "0.1, 0.2"}, "bad_vector", "list of numbers"),
+    ({"vector": []}, "bad_vector", "non-empty list"),
+    ({"vector": [0.1, "x"]}, "bad_vector", "only numbers"),
+    ({"vector": [True] * 384}, "bad_vector", "only numbers"),
+    ({"vector": [1e300] * 384}, "bad_vector", "finite"),
+    ({"vector": [0.0] * 384}, "bad_vector", "not all zeros"),
+    ({"vector": [0.1] * 5000}, "bad_vector", "at most 4096"),
+    ({"vector": [0.1] * 384, "vector_modality": "smell"}, "bad_parameter", "one of image, audio, text"),
+    ({"inputs": [{"vector": [0.1] * 384, "modality": "x"}]}, "bad_parameter", "one of image, audio, text"),
+    ({"inputs": [{"text": "a", "modality": "image"}]}, "bad_parameter", "must be an object with one of"),
+])
+def test_bad_query_vectors_are_400_saying_what_is_wrong(client, body, code, fragment):
+    resp = client.post("/api/search", json=body)
+    assert resp.status_code == 400, resp.get_json()
+    assert resp.get_json()["error"]["code"] == code and fragment in resp.get_json()["error"]["message"]
+    nan = client.post("/api/search", data='{"vector": [NaN, 1.0]}', content_type="application/json")
+    assert nan.status_code == 400 and "finite" in nan.get_json()["error"]["message"]
+
+
+def test_queries_the_reranker_cannot_take_pay_nothing_for_it(client, monkeypatch):
+    """Checked before anything is widened or tokenised: a text -> text query (no trained re-ranker for the
+    pair) or a raw vector neither encodes query tokens, nor reads token files, nor widens the FAISS k.
+    The real calls run; the spies only count them."""
+    service = client.application.extensions["webui.engine"].service()
+    calls: dict[str, list] = {"query_tokens": [], "tokens": [], "k": []}
+
+    def spy(obj, name, record):
+        real = getattr(obj, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name if name != "search_inputs" else "k"].append(record(*args, **kwargs))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, wrapper)
+
+    spy(service.resources, "query_tokens", lambda *a, **kw: a[0])
+    spy(service.port, "tokens", lambda ids: len(ids))
+    spy(service.searcher, "search_inputs", lambda *a, **kw: kw["k"])
+    vector = service.model.encode("text", ["a red apple"])[0].tolist()
+    for body in ({"text": "a dog", "target": "text", "k": 5}, {"vector": vector, "target": "image", "k": 5}):
+        for key in calls:
+            calls[key].clear()
+        out = _api(client, body)
+        assert out["rerank"] == {"applied": False, "k": 0}
+        assert calls == {"query_tokens": [], "tokens": [], "k": [6]}, (body.get("text", "vector"), calls)
+    _api(client, {"text": "a dog", "target": "image", "k": 5})  # the trained pair: re-ranked (the spies see it)
+    assert calls["query_tokens"] == ["text"] and calls["k"][-1] == 100 and calls["tokens"]
 
 
 def test_eval_ranks_exactly_as_search_does(demo_data, tmp_path):

@@ -43,6 +43,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "MAX_AUDIO_SECONDS": 120.0,  # per uploaded or recorded clip: a spoken query, not a podcast
     "MAX_TEXT_CHARS": 1000,  # per text input
     "MAX_INPUTS": 8,  # inputs fused into one query
+    "CLIP_INDEX_NAME": None,  # the index name of the clip-retrieval compatible routes (None: the data dir's name)
+    "MAX_VECTOR_DIM": 4096,  # numbers in a raw query vector (its length must also be the index's)
     "DEFAULT_K": 20,
     "MAX_K": 100,
     "MAX_RESULTS": 1000,  # offset + k
@@ -87,10 +89,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                                             float(app.config["SLOW_WAIT_SECONDS"]))
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
-    from . import api, limits, pages, security
+    from . import api, clip_compat, limits, pages, security
 
     app.url_map.converters["id"] = ItemIdConverter
     app.register_blueprint(api.bp)
+    app.register_blueprint(clip_compat.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
     limits.register(app)

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
@@ -71,6 +72,7 @@ class Engine:
         self._catalog_lock = threading.Lock()
         self.reloads = {"loaded": 0, "kept": 0, "rebuilt": 0}  # per modality, since the process started
         self._indices = _IndexFiles(self.reloads)
+        self._kept: dict[str, tuple[int, Any]] = {}  # name -> (catalog revision, value)
 
     # ---- catalog -------------------------------------------------------
     def catalog(self) -> Catalog | None:
@@ -107,6 +109,16 @@ class Engine:
             if not inspect(cat.engine).has_table("state"):
                 return None  # an empty database file: the indexer has not run here
             raise
+
+    def kept_for_revision(self, name: str, revision: int, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per catalog revision (every indexer write bumps it): counts over the whole
+        catalog are kept, not counted on every request. Two threads may both compute after a change."""
+        kept = self._kept.get(name)
+        if kept is not None and kept[0] == revision:
+            return kept[1]
+        value = compute()
+        self._kept[name] = (revision, value)
+        return value
 
     # ---- indices -------------------------------------------------------
     def snapshot(self) -> Snapshot:

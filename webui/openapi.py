@@ -21,6 +21,13 @@ ID = {"type": "integer", "minimum": 1, "maximum": 2**62}
 NULL_NUMBER = {"type": ["number", "null"]}
 NULL_STRING = {"type": ["string", "null"]}
 NULL_INT = {"type": ["integer", "null"]}
+VECTOR = {"type": "array", "minItems": 1, "maxItems": 4096,  # webui.DEFAULT_CONFIG MAX_VECTOR_DIM
+          "items": {"type": "number", "minimum": -1e6, "maximum": 1e6},
+          "description": "A raw query vector in the index's model space (its length must be the model's "
+                         "dimension, e.g. 384 for the bundled model, else 400 `bad_vector`); normalised to unit "
+                         "length before the search. Never re-ranked (there are no query tokens)"}
+VECTOR_MODALITY = {"type": "string", "enum": ["image", "audio", "text"], "default": "text",
+                   "description": "What the vector was encoded from (picks the score calibration)"}
 
 
 def _ref(name: str) -> dict:
@@ -33,7 +40,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*statuses: int) -> dict:
     text = {
-        400: "Bad input (empty query, only \"not this\" inputs, unknown target, bad number or weight, malformed JSON)",
+        400: "Bad input (empty query, only \"not this\" inputs, unknown target, bad number or weight, malformed JSON, "
+             "a query vector whose length is not the model's)",
         404: "Unknown item, or its file is gone",
         413: "Upload over a limit (request size, image pixels, audio seconds, text length)",
         415: "Wrong content type, or an upload that is neither an image nor audio by its content",
@@ -70,6 +78,7 @@ SCHEMAS: dict = {
                          "description": "\"Not this\" words (weight -1): items about them are pushed down"},
             "not_items": {"type": "array", "items": ID,
                           "description": "\"Not like this\" items (weight -1); also left out of the results"},
+            "vector": VECTOR, "vector_modality": VECTOR_MODALITY,
             "inputs": {"type": "array", "items": _ref("WeightedInput"),
                        "description": "Inputs with explicit weights, in addition to the fields above"},
             "target": {"type": "string", "enum": list(TARGETS), "default": "all"},
@@ -86,12 +95,13 @@ SCHEMAS: dict = {
     },
     "WeightedInput": {
         "type": "object", "additionalProperties": False,
-        "anyOf": [{"required": ["text"]}, {"required": ["item"]}, {"required": ["file"]}],
-        "description": "One query input and its weight. Exactly one of text, item, file. Several inputs are scored "
+        "anyOf": [{"required": ["text"]}, {"required": ["item"]}, {"required": ["vector"]}, {"required": ["file"]}],
+        "description": "One query input and its weight. Exactly one of text, item, vector, file (a vector may add "
+                       "the modality it was encoded from). Several inputs are scored "
                        "by attention fusion: a hit must match every positive input; negative weights (\"not this\") "
                        "push down items that resemble the input",
         "properties": {
-            "text": {"type": "string"}, "item": ID,
+            "text": {"type": "string"}, "item": ID, "vector": VECTOR, "modality": VECTOR_MODALITY,
             "file": {"type": "integer", "minimum": 0, "maximum": 7,
                      "description": "Multipart only: the position (0-based) of a `file` upload this weight is for"},
             "weight": {"type": "number", "minimum": -MAX_WEIGHT, "maximum": MAX_WEIGHT, "not": {"const": 0},
@@ -109,6 +119,9 @@ SCHEMAS: dict = {
                          "description": "\"Not like this\" images and audio (weight -1), typed by content"},
             "inputs": {"type": "string", "contentMediaType": "application/json",
                        "description": "JSON list of WeightedInput objects (e.g. [{\"file\": 0, \"weight\": 0.5}])"},
+            "vector": {"type": "string", "contentMediaType": "application/json",
+                       "description": "A raw query vector as a JSON list of numbers (as `vector` in JSON)"},
+            "vector_modality": VECTOR_MODALITY,
             "file": {"type": "array", "items": {"type": "string", "contentMediaType": "application/octet-stream"},
                      "description": "Images (JPEG, PNG, WebP, GIF, BMP, TIFF) and audio (WAV, FLAC, MP3, OGG, M4A, "
                                     "WebM), typed by content"},
@@ -166,7 +179,7 @@ SCHEMAS: dict = {
             "next_offset": NULL_INT, "target": {"type": "string"},
             "query": {"type": "object", "required": ["inputs", "words"], "properties": {
                 "inputs": {"type": "array", "items": {"type": "object", "required": ["kind", "label", "weight"], "properties": {
-                    "kind": {"type": "string", "enum": ["text", "image", "audio", "item"]},
+                    "kind": {"type": "string", "enum": ["text", "image", "audio", "item", "vector"]},
                     "label": {"type": "string"},
                     "weight": {"type": "number", "description": "The input's weight (negative = \"not this\")"},
                     "transcript": {"type": "string", "description": "What the speech recogniser heard"}}}},
@@ -234,6 +247,51 @@ SCHEMAS: dict = {
             "hint": {"type": "string"},
         },
     },
+    "KnnRequest": {
+        "type": "object", "additionalProperties": False, "required": ["num_images"],
+        "description": "clip-retrieval 2.45.0's /knn-service request. One query input is used, in this order: "
+                       "text, image, image_url, embedding_input",
+        "properties": {
+            "text": NULL_STRING,
+            "image": {"type": ["string", "null"], "contentEncoding": "base64",
+                      "description": "An image (or audio) file's bytes, base64; typed by content"},
+            "image_url": {"type": ["string", "null"], "description": "Only a result's `url` from this server "
+                                                                      "(\"search similar\"); nothing is fetched"},
+            "embedding_input": {**VECTOR, "type": ["array", "null"]},
+            "embedding_modality": VECTOR_MODALITY,
+            "modality": {"type": ["string", "null"], "enum": ["image", "text", "audio", "all", None],
+                         "default": "image", "description": "What to search (clip: the image or the text index)"},
+            "num_images": {"type": "integer", "minimum": 0, "maximum": 10000,
+                           "description": "How many of the hits carry metadata (the rest: id and similarity)"},
+            "num_result_ids": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000,
+                               "description": "How many hits (default num_images); more than 1000 are cut to 1000"},
+            "indice_name": {"type": ["string", "null"], "description": "The name GET /indices-list gives (null: it)"},
+            "deduplicate": {"type": ["boolean", "null"], "description": "Drop hits within cosine 0.94 of a better "
+                                                                        "one (as clip back)"},
+            **{name: {"type": ["boolean", "null"], "description": "Accepted; no effect here"}
+               for name in ("use_mclip", "use_safety_model", "use_violence_detector")},
+            "aesthetic_score": {"type": ["string", "integer", "null"], "description": "Accepted; no effect here"},
+            "aesthetic_weight": {"type": ["string", "number", "null"], "description": "Accepted; no effect here"},
+        },
+    },
+    "KnnHit": {
+        "type": "object", "required": ["id", "similarity"],
+        "properties": {
+            "id": {"type": "integer"}, "similarity": {"type": "number"},
+            "caption": {"type": "string"}, "url": {"type": "string", "description": "Thumbnail (images)"},
+            "media": {"type": "string"}, "modality": {"type": "string"}, "path": {"type": "string"},
+            "score": {"type": "number"}, "start": {"type": "number"}, "end": {"type": "number"},
+        },
+    },
+    "MetadataRequest": {
+        "type": "object", "additionalProperties": False, "required": ["ids"],
+        "properties": {"ids": {"type": "array", "maxItems": 1000, "items": ID}, "indice_name": NULL_STRING},
+    },
+    "MetadataResponse": {
+        "type": "array", "items": {"type": "object", "required": ["id", "metadata"], "properties": {
+            "id": {"type": "integer"},
+            "metadata": {"type": ["object", "null"], "description": "As a KnnHit's metadata fields; null: no such item"}}},
+    },
     "Health": {
         "type": "object", "required": ["status", "indexed", "model", "revision", "items"],
         "properties": {"status": {"type": "string", "enum": ["ok"]}, "indexed": {"type": "boolean"},
@@ -284,6 +342,21 @@ def document() -> dict:
             "/api/health": {"get": {
                 "summary": "Liveness: the catalog answers",
                 "responses": {"200": _json(_ref("Health"), "Healthy"), **_errors(503)},
+            }},
+            "/indices-list": {"get": {
+                "summary": "clip-retrieval compatible: the index names (one: this data directory)",
+                "responses": {"200": _json({"type": "array", "items": {"type": "string"}}, "Index names")},
+            }},
+            "/knn-service": {"post": {
+                "summary": "clip-retrieval compatible search (its front end and ClipClient work unchanged)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("KnnRequest")}}},
+                "responses": {"200": _json({"type": "array", "items": _ref("KnnHit")}, "Hits, best first"),
+                              **_errors(400, 404, 413, 415, 422, 503)},
+            }},
+            "/metadata": {"post": {
+                "summary": "clip-retrieval compatible: metadata of result ids",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("MetadataRequest")}}},
+                "responses": {"200": _json(_ref("MetadataResponse"), "Per id, in order"), **_errors(400, 503)},
             }},
             "/api/openapi.json": {"get": {
                 "summary": "This document",

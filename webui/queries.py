@@ -17,6 +17,9 @@ from typing import Any
 from flask import Request
 from werkzeug.datastructures import FileStorage
 
+import numpy as np
+
+from retrieval.encoders import MODALITIES
 from retrieval.fusion import MAX_WEIGHT
 from retrieval.query import TARGETS, Input, Query
 
@@ -68,32 +71,58 @@ def _weight(value: Any, where: str) -> float:
     return float(value)
 
 
-def _weighted_inputs(value: Any, n_files: int) -> tuple[list, list, dict[int, float]]:
-    """The ``inputs`` field: [{"text"|"item"|"file": ..., "weight": w}, ...] -> texts, items, file weights.
+def vector_input(value: Any, where: str, max_dim: int, weight: float = 1.0, modality: Any = None) -> Input:
+    """A raw query vector: a JSON list of 1..``max_dim`` finite numbers (its length is checked against the
+    index's model by the query API, which answers a clear 400 naming both lengths)."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(f"'{where}' must be a non-empty list of numbers (a query vector in the index's model "
+                       f"space), got {type(value).__name__}", 400, "bad_vector")
+    if len(value) > max_dim:
+        raise ApiError(f"'{where}' has {len(value)} numbers; query vectors have at most {max_dim}", 400, "bad_vector")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise ApiError(f"'{where}' must hold only numbers", 400, "bad_vector")
+    vec = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(vec)) or not np.all(np.abs(vec) < 3.4e38):
+        raise ApiError(f"'{where}' must hold finite numbers (no NaN, Infinity or 1e400)", 400, "bad_vector")
+    if modality is None or modality == "":
+        modality = "text"
+    if not isinstance(modality, str) or modality not in MODALITIES:
+        raise ApiError(f"the modality a vector was encoded from must be one of {', '.join(MODALITIES)}, got "
+                       f"{str(modality)[:40]!r}", 400, "bad_parameter")
+    return Input("vector", vec.astype(np.float32), weight, label=f"vector ({len(value)} numbers)", modality=modality)
+
+
+def _weighted_inputs(value: Any, n_files: int, max_dim: int) -> tuple[list, list, list[Input], dict[int, float]]:
+    """The ``inputs`` field: [{"text"|"item"|"vector"|"file": ..., "weight": w}, ...] -> texts, items, vector
+    inputs, file weights.
 
     ``{"file": i}`` (multipart only) weighs the i-th (0-based) upload: the ``file`` parts, then ``image``, then
-    ``audio``.
+    ``audio``. A ``vector`` entry may say which ``modality`` it was encoded from (default text).
     """
     if value is None:
-        return [], [], {}
+        return [], [], [], {}
     if not isinstance(value, list):
         raise ApiError("'inputs' must be a list of objects like {\"text\": \"red\", \"weight\": 0.5} or "
                        "{\"item\": 12, \"weight\": -1}", 400, "bad_parameter")
-    texts, items, file_weights = [], [], {}
-    kinds = ("text", "item", "file") if n_files else ("text", "item")
+    texts, items, vectors, file_weights = [], [], [], {}
+    kinds = ("text", "item", "vector", "file") if n_files else ("text", "item", "vector")
     for n, entry in enumerate(value):
         where = f"inputs[{n}]"
         keys = set(entry) - {"weight"} if isinstance(entry, dict) else set()
+        if "vector" in keys:
+            keys.discard("modality")
         if len(keys) != 1 or not keys <= set(kinds):
             hint = "" if n_files else " (\"file\" refers to a 'file' upload of a multipart request)"
-            raise ApiError(f"'{where}' must be an object with one of {', '.join(kinds)} and optionally a weight{hint}",
-                           400, "bad_parameter")
+            raise ApiError(f"'{where}' must be an object with one of {', '.join(kinds)} and optionally a weight"
+                           f" (and, with a vector, the modality it was encoded from){hint}", 400, "bad_parameter")
         kind = keys.pop()
         weight = _weight(entry.get("weight", 1.0), f"{where}.weight")
         if kind == "text":
             texts.append((entry["text"], weight, f"{where}.text"))
         elif kind == "item":
             items.append((entry["item"], weight, f"{where}.item"))
+        elif kind == "vector":
+            vectors.append(vector_input(entry["vector"], f"{where}.vector", max_dim, weight, entry.get("modality")))
         else:
             index = _int(entry["file"], f"{where}.file", -1, 0, n_files - 1)
             if index < 0:
@@ -101,7 +130,7 @@ def _weighted_inputs(value: Any, n_files: int) -> tuple[list, list, dict[int, fl
             if index in file_weights:
                 raise ApiError(f"'{where}' weighs file {index} a second time", 400, "bad_parameter")
             file_weights[index] = weight
-    return texts, items, file_weights
+    return texts, items, vectors, file_weights
 
 
 def parse_search(request: Request, config: dict) -> Query:
@@ -114,7 +143,8 @@ def parse_search(request: Request, config: dict) -> Query:
         if not isinstance(body, dict):
             raise ApiError("the request body is not a JSON object; send e.g. {\"text\": \"a red apple\"}",
                            400, "bad_json")
-        fields = ("text", "items", "not_text", "not_items", "inputs", "target", "k", "offset", "hybrid", "rerank")
+        fields = ("text", "items", "not_text", "not_items", "vector", "vector_modality", "inputs", "target", "k",
+                  "offset", "hybrid", "rerank")
         unknown = set(body) - set(fields)
         if unknown:
             raise ApiError(f"unknown field(s) {', '.join(sorted(unknown))}; use {', '.join(fields)}",
@@ -123,7 +153,10 @@ def parse_search(request: Request, config: dict) -> Query:
         texts += [(t, -1.0, "not_text") for t in _as_list(body.get("not_text"))]
         items = [(i, 1.0, "items") for i in _as_list(body.get("items"))]
         items += [(i, -1.0, "not_items") for i in _as_list(body.get("not_items"))]
-        more_texts, more_items, _ = _weighted_inputs(body.get("inputs"), 0)
+        more_texts, more_items, vectors, _ = _weighted_inputs(body.get("inputs"), 0, config["MAX_VECTOR_DIM"])
+        if body.get("vector") is not None:
+            vectors.insert(0, vector_input(body["vector"], "vector", config["MAX_VECTOR_DIM"],
+                                           modality=body.get("vector_modality")))
         target, k, offset = body.get("target"), body.get("k"), body.get("offset")
     elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = request.form
@@ -135,12 +168,12 @@ def parse_search(request: Request, config: dict) -> Query:
                 raise ApiError(f"unexpected file field '{name}'; send every image or audio file as 'file' "
                                "('image' and 'audio' work too; 'not_file' for \"not this\")", 400, "bad_parameter")
         files = [(f, 1.0) for name in FILE_FIELDS for f in request.files.getlist(name)]
-        try:
-            inputs = json.loads(form["inputs"]) if form.get("inputs") else None
-        except (ValueError, RecursionError):  # RecursionError: nested too deep
-            raise ApiError("the 'inputs' field is not valid JSON; send e.g. [{\"file\": 0, \"weight\": 0.5}]",
-                           400, "bad_parameter") from None
-        more_texts, more_items, file_weights = _weighted_inputs(inputs, len(files))
+        inputs = _form_json(form, "inputs", "[{\"file\": 0, \"weight\": 0.5}]")
+        more_texts, more_items, vectors, file_weights = _weighted_inputs(inputs, len(files), config["MAX_VECTOR_DIM"])
+        vector = _form_json(form, "vector", "[0.1, -0.2, ...]")
+        if vector is not None:
+            vectors.insert(0, vector_input(vector, "vector", config["MAX_VECTOR_DIM"],
+                                           modality=form.get("vector_modality")))
         files = [(f, file_weights.get(n, w)) for n, (f, w) in enumerate(files)]
         files += [(f, -1.0) for f in request.files.getlist("not_file")]
     else:
@@ -160,21 +193,13 @@ def parse_search(request: Request, config: dict) -> Query:
     items += more_items
     parts: list[Input] = []
     for t, weight, field in texts:
-        if not isinstance(t, str):
-            raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
-        t = t.strip()
-        if "\x00" in t or not _utf8(t):
-            raise ApiError(f"'{field}' holds a character that is not text (a NUL or a lone UTF-16 surrogate such as "
-                           "\\ud800); send the words as valid UTF-8", 400, "bad_text")
-        if not t:
-            continue  # an empty box next to an upload is not an error; no input at all is (below)
-        if len(t) > config["MAX_TEXT_CHARS"]:
-            raise ApiError(f"a text input is {len(t)} characters; the limit is {config['MAX_TEXT_CHARS']}",
-                           413, "too_large")
-        parts.append(Input("text", t, weight, key=t, label=t[:60]))
+        part = text_input(t, weight, field, config)
+        if part is not None:  # an empty box next to an upload is not an error; no input at all is (below)
+            parts.append(part)
     for i, weight, field in items:
         iid = _int(i, field, 0, 1, 2**62)
         parts.append(Input("item", iid, weight, key=str(iid), label=f"item {iid}"))
+    parts += vectors
     if not parts and not files:
         raise ApiError("the query is empty: type some words, add an image or an audio file, or record from "
                        "the microphone", 400, "empty_query")
@@ -187,6 +212,32 @@ def parse_search(request: Request, config: dict) -> Query:
     parts += decode_uploads(files, config)  # every other limit is checked: only now are files read
     return Query(tuple(parts), target=target, k=k, offset=offset, hybrid=parse_switch(request, "hybrid", False),
                  rerank=parse_switch(request, "rerank", True))
+
+
+def text_input(value: Any, weight: float, field: str, config: dict) -> Input | None:
+    """A typed text input, checked (None when it is only blanks)."""
+    if not isinstance(value, str):
+        raise ApiError(f"'{field}' must be a string or a list of strings", 400, "bad_parameter")
+    t = value.strip()
+    if "\x00" in t or not _utf8(t):
+        raise ApiError(f"'{field}' holds a character that is not text (a NUL or a lone UTF-16 surrogate such as "
+                       "\\ud800); send the words as valid UTF-8", 400, "bad_text")
+    if not t:
+        return None
+    if len(t) > config["MAX_TEXT_CHARS"]:
+        raise ApiError(f"a text input is {len(t)} characters; the limit is {config['MAX_TEXT_CHARS']}",
+                       413, "too_large")
+    return Input("text", t, weight, key=t, label=t[:60])
+
+
+def _form_json(form: Any, name: str, example: str) -> Any:
+    """A multipart field holding JSON (None when absent or empty)."""
+    if not form.get(name):
+        return None
+    try:
+        return json.loads(form[name])
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
+        raise ApiError(f"the '{name}' field is not valid JSON; send e.g. {example}", 400, "bad_parameter") from None
 
 
 def _utf8(text: str) -> bool:

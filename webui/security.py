@@ -2,7 +2,8 @@
 
 - **Writing needs the token.** With ``WEBUI_TOKEN`` set (config ``TOKEN``), every request
   that may change something (any method but GET, HEAD and OPTIONS) needs
-  ``Authorization: Bearer <token>``, except ``POST /api/search``, which only reads;
+  ``Authorization: Bearer <token>``, except ``POST /api/search`` and the clip-retrieval compatible
+  ``POST /knn-service`` and ``/metadata`` (:mod:`webui.clip_compat`), which only read;
   without it the answer is 401. No route writes yet; this rule covers the ones to come.
 - **Binding.** ``python -m webui`` refuses a non-loopback address without a token
   unless told ``--public`` (:func:`check_bind`).
@@ -21,7 +22,7 @@ from flask import Flask, request
 from .errors import ApiError
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-READ_ONLY_POSTS = frozenset({"/api/search"})
+READ_ONLY_POSTS = frozenset({"/api/search", "/knn-service", "/metadata"})  # searches (clip-retrieval's too)
 PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
             "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
