@@ -18,8 +18,6 @@ from .base import Tower
 from .device import torch_device
 
 SAMPLE_RATE = 16_000
-SHORT_CHUNK_S = 10  # clips up to 9 s are encoded in a 10 s window, not Whisper's 30 s: ~1.4x faster on a CPU,
-# the same transcripts on the demo and human clips (CTranslate2's encoder accepts shorter inputs)
 
 
 class WhisperAsr:
@@ -45,7 +43,6 @@ class WhisperAsr:
             beam_size=self.beam_size,
             condition_on_previous_text=False,
             vad_filter=False,
-            chunk_length=SHORT_CHUNK_S if len(audio) <= (SHORT_CHUNK_S - 1) * SAMPLE_RATE else None,
             # word-level alignment moves each segment's start/end onto its first/last word;
             # plain segment timestamps often swallow the silence before a sentence
             word_timestamps=True,
