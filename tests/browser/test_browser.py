@@ -1,6 +1,6 @@
 """The search page in a real browser: Debian's Chromium driven by Playwright against `python -m webui`.
 
-One Chromium per session (its fake microphone plays tests/fixtures/webui/red_apple_query.wav),
+One Chromium per module (its fake microphone plays tests/fixtures/webui/red_apple_query.wav),
 one fresh context per test, one real gunicorn server per archive. Any JavaScript error
 on a page fails the test that caused it.
 """
@@ -22,7 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 QUERY_WAV = wt.FIXTURES / "webui" / "red_apple_query.wav"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: the next browser module starts its own Playwright (one per thread at a time)
 def chromium():
     from playwright.sync_api import sync_playwright
 
