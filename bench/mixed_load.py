@@ -14,6 +14,11 @@ Exits 1 when a request failed with anything but 200 or 503.
 
     .venv/bin/python bench/mixed_load.py
     .venv/bin/python bench/mixed_load.py --seconds 10 --clients 16
+    .venv/bin/python bench/mixed_load.py --slow-nice 0,10   # side by side: one server per SLOW_NICE value
+
+With ``--slow-nice`` the scenarios run once per value against a fresh server started with
+``WEBUI_SLOW_NICE`` set (0 = slow queries share the cores evenly with typed ones), in one run, and
+the JSON has one block per value plus the text p99 ratios.
 """
 
 from __future__ import annotations
@@ -135,7 +140,12 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=32, help="clients of the mixed scenario (default 32)")
     p.add_argument("--audio-clients", type=int, default=8, help="audio clients of the pressure scenario (default 8)")
     p.add_argument("--seconds", type=float, default=20, help="length of each scenario (default 20)")
+    p.add_argument("--slow-nice", help="comma-separated SLOW_NICE values to compare, one server each (e.g. 0,10)")
     args = p.parse_args()
+    if args.slow_nice:
+        if args.url:
+            p.error("--slow-nice starts its own servers; it cannot use --url")
+        return compare_nice(args, [int(v) for v in args.slow_nice.split(",")])
 
     tmp = Path(tempfile.mkdtemp(prefix="mixed_load_"))
     proc = None
@@ -170,6 +180,46 @@ def main() -> int:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def compare_nice(args: argparse.Namespace, values: list[int]) -> int:
+    """Both scenarios against one fresh server per SLOW_NICE value, on the same data, in one run."""
+    import os
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="mixed_load_"))
+    data_dir = args.data_dir
+    if data_dir is None:
+        data_dir = tmp / "data"
+        subprocess.run([sys.executable, "-m", "indexer", "add", str(DEMO), "--data-dir", str(data_dir), "--json"],
+                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    result: dict = {"benchmark": "POST /api/search under mixed load, per SLOW_NICE (webui.slow)",
+                    "server": f"python -m webui --workers {args.workers} --threads {args.threads}",
+                    "seconds_per_scenario": args.seconds, "by_slow_nice": {}}
+    failed = 0
+    for value in values:
+        os.environ["WEBUI_SLOW_NICE"] = str(value)
+        proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / f"server-{value}.log")
+        try:
+            reqs = Requests()
+            scenario(url, ["audio", "image", "text", "text"] * args.workers, 4, reqs)
+            n = args.clients
+            mixed = ["text"] * round(n * 0.6) + ["image"] * round(n * 0.2)
+            mixed += ["audio"] * (n - len(mixed))
+            block = {"mixed": scenario(url, mixed, args.seconds, reqs),
+                     "audio_pressure": scenario(url, ["audio"] * args.audio_clients + ["text"] * 4, args.seconds,
+                                                reqs)}
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        result["by_slow_nice"][str(value)] = block
+        failed += sum(k["errors"] for sc in block.values() for k in sc.values())
+    base = result["by_slow_nice"][str(values[0])]
+    result["text_p99_ratio_vs_first"] = {
+        str(v): {sc: round(result["by_slow_nice"][str(v)][sc]["text"]["p99_ms"] / max(base[sc]["text"]["p99_ms"], 1e-9),
+                           3) for sc in ("mixed", "audio_pressure")} for v in values}
+    print(json.dumps(result, indent=1))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

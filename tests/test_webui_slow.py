@@ -78,9 +78,8 @@ def test_text_answers_while_the_slow_gate_is_full_and_more_audio_is_503(app):
         png = io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
         _busy(client.post("/api/search", data={"file": (png, "x.png")}, content_type="multipart/form-data"))
         for words in ("a dog in the park", "rain tomorrow", "the stock market"):
-            resp, seconds = _text(client, words)
+            resp, _ = _text(client, words)  # answered while the slot and the queue place are still held
             assert resp.status_code == 200 and resp.get_json()["hits"], resp.get_json()
-            assert seconds < 0.5, f"text took {seconds:.2f} s while the slow gate was full"
         form = client.post("/api/search", data={"text": "rain"}, content_type="multipart/form-data")
         assert form.status_code == 200  # a form without files is fast
     finally:
@@ -102,9 +101,34 @@ def test_real_audio_queries_beyond_capacity_wait_then_get_503(app):
     for t in threads:
         t.start()
     time.sleep(0.1)
-    resp, seconds = _text(app.test_client())
+    resp, _ = _text(app.test_client())
     for t in threads:
         t.join()
-    assert resp.status_code == 200 and seconds < 1.0, seconds
+    assert resp.status_code == 200 and resp.get_json()["hits"]
     assert results.count(200) >= 1 and results.count(503) >= 1, results
     assert all(h for code, h in zip(results, headers) if code == 503)
+
+
+def test_slow_queries_run_on_lower_priority_threads_in_the_request_context(app):
+    """Whisper and the image tower run on the gate's own threads, niced by SLOW_NICE (the threads they start
+    inherit it), so a typed query gets the cores first; the request's context goes with them."""
+    import os
+
+    from flask import request
+
+    from webui.slow import SlowGate
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = priority()
+    gate = SlowGate(1, 0, 0.5, nice=7)
+    with app.test_request_context("/api/search?k=3"):
+        inside, path, tid = gate.run(lambda: (priority(), request.path, threading.get_native_id()))
+    assert tid != threading.get_native_id() and path == "/api/search"
+    assert inside == min(19, base + 7) and priority() == base  # the request thread keeps its priority
+    with pytest.raises(ZeroDivisionError):  # an error in the slow part reaches the request's error handling
+        gate.run(lambda: 1 / 0)
+    assert app.extensions["webui.slow"].nice == app.config["SLOW_NICE"] == 10
+    with pytest.raises(ValueError, match="SLOW_NICE"):
+        SlowGate(1, 0, 0.5, nice=40)

@@ -53,6 +53,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "SLOW_SLOTS": 1,  # audio / image-upload queries running at once per process (webui.slow)
     "SLOW_QUEUE": 1,  # more that may wait for a slot; beyond: 503 + Retry-After
     "SLOW_WAIT_SECONDS": 2.0,  # how long one waits before its 503
+    "SLOW_NICE": 10,  # slow queries run on threads this much nicer, so typed ones get the cores first (0: off)
     "TOKEN": None,  # $WEBUI_TOKEN: writing requests need "Authorization: Bearer <token>" (webui.security)
     "TORCH_THREADS": None,  # intra-op threads per worker process (None: torch's default)
 }
@@ -86,7 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     engine = Engine(data_dir, app.config["DATABASE_URL"], float(app.config["RELOAD_CHECK_SECONDS"]))
     app.extensions["webui.engine"] = engine
     app.extensions["webui.slow"] = SlowGate(int(app.config["SLOW_SLOTS"]), int(app.config["SLOW_QUEUE"]),
-                                            float(app.config["SLOW_WAIT_SECONDS"]))
+                                            float(app.config["SLOW_WAIT_SECONDS"]), int(app.config["SLOW_NICE"]))
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
     from . import api, clip_compat, limits, pages, security

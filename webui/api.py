@@ -26,8 +26,7 @@ def engine() -> Engine:
 @bp.post("/search")
 def search():
     if request.mimetype == "multipart/form-data" and request.files:  # audio or an image: the slow gate's
-        with current_app.extensions["webui.slow"].enter():
-            return _search()
+        return current_app.extensions["webui.slow"].run(_search)
     return _search()
 
 

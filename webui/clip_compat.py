@@ -87,8 +87,8 @@ def indices_list() -> Response:
 def knn_service() -> Response:
     body = _body(KNN_FIELDS)
     if body.get("image") is not None and not (isinstance(body.get("text"), str) and body["text"].strip()):
-        with current_app.extensions["webui.slow"].enter():  # an upload: decoded and encoded behind the slow gate
-            return _knn(body)
+        # an upload: decoded and encoded behind the slow gate, on its lower-priority threads
+        return current_app.extensions["webui.slow"].run(lambda: _knn(body))
     return _knn(body)
 
 
