@@ -8,7 +8,6 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,9 @@ def test_voice_activity_decides_what_whisper_transcribes():
     assert not has_speech(np.zeros(16000 * 30, np.float32)) and not has_speech(noise)
 
 
-def test_two_hour_silent_recording_and_a_1_hz_one_are_rejected_in_seconds(tmp_path):
+def test_two_hour_silent_recording_and_a_1_hz_one_are_rejected_before_transcription(tmp_path):
+    """Rejected by level and rate while streaming (never decoded whole, never sent to Whisper): the errors name
+    why, the noise clip has no hallucinated transcript, and memory stays bounded. How fast is bench/'s job."""
     root, data = tmp_path / "archive", tmp_path / "data"
     root.mkdir()
     sf.write(root / "silent_2h.wav", np.zeros(4000 * 7200, np.int16), 4000, subtype="PCM_16")  # 58 MB
@@ -53,10 +54,8 @@ def test_two_hour_silent_recording_and_a_1_hz_one_are_rejected_in_seconds(tmp_pa
     noise = (np.random.default_rng(2).standard_normal(16000 * 8) * 0.05).astype(np.float32)
     sf.write(root / "noise.wav", noise, 16000)  # not silent, no speech: indexed by sound, no transcript
     (root / "note.txt").write_text("A note about quiet evenings.")
-    t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "indexer", "add", str(root), "--data-dir", str(data), "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=240)
-    elapsed = time.monotonic() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -68,7 +67,6 @@ def test_two_hour_silent_recording_and_a_1_hz_one_are_rejected_in_seconds(tmp_pa
         rows = conn.execute("select f.path, i.content from items i join files f on f.id = i.file_id "
                             "where i.modality = 'audio'").fetchall()
     assert [(Path(p).name, c or "") for p, c in rows] == [("noise.wav", "")]  # no hallucinated "You"
-    assert elapsed < 90, f"{elapsed:.0f} s"
     assert peak_mb < 2500, f"peak RSS {peak_mb:.0f} MB"
 
 
