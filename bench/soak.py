@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,14 +63,25 @@ def main() -> int:
         n = args.clients
         kinds = ["text"] * round(n * 0.6) + ["image"] * round(n * 0.2)
         kinds += ["audio"] * (n - len(kinds))
+        series: list[list[float]] = []
+        done = threading.Event()
+
+        def sample() -> None:  # RSS every 30 s: a model loaded late shows as one step, a leak as a slope
+            while not done.wait(30):
+                series.append(list(worker_rss_mb(proc.pid).values()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         stats = scenario(url, kinds, args.minutes * 60, reqs)
+        done.set()
         rss_end = worker_rss_mb(proc.pid)
         errors = sum(k["errors"] for k in stats.values())
         print(json.dumps({
             "benchmark": f"soak: {n} clients x {args.minutes:g} min, 60/20/20 text/image/audio, distinct queries",
             "server": f"python -m webui --workers {args.workers} --threads {args.threads}",
             "kinds": stats, "errors": errors,
-            "worker_rss_mb": {"start": list(rss_start.values()), "end": list(rss_end.values())},
+            "worker_rss_mb": {"start": list(rss_start.values()), "end": list(rss_end.values()),
+                              "rss_series": series},
         }, indent=1))
         return 1 if errors else 0
     finally:
