@@ -234,13 +234,16 @@ def item_counts(s: Session) -> dict[str, int]:
 
 
 def file_segments(s: Session, file_ids: Sequence[int]) -> dict[int, list[dict]]:
-    """Per file: its video segments ``{"id", "view", "start", "end"}`` in time order."""
+    """Per file: its video segments ``{"id", "view", "start", "end", "spans"}`` in time order; ``spans``:
+    a speech window's ASR sentences ``[start, end]`` (where words are heard), empty for keyframes."""
     out: dict[int, list[dict]] = {int(f): [] for f in file_ids}
     for chunk in _chunks(list(out), 500):
-        q = (select(Item.file_id, Item.id, Item.view, Item.start_s, Item.end_s)
+        q = (select(Item.file_id, Item.id, Item.view, Item.start_s, Item.end_s, Item.extra)
              .where(Item.file_id.in_(chunk), Item.view.is_not(None)).order_by(Item.start_s, Item.id))
-        for fid, iid, view, a, b in s.execute(q):
-            out[int(fid)].append({"id": int(iid), "view": view, "start": a, "end": b})
+        for fid, iid, view, a, b, extra in s.execute(q):
+            spans = [[seg["start"], seg["end"]] for seg in (extra or {}).get("segments") or []
+                     if (seg.get("text") or "").strip()]
+            out[int(fid)].append({"id": int(iid), "view": view, "start": a, "end": b, "spans": spans})
     return out
 
 
