@@ -156,3 +156,51 @@ def test_postgres_catalog(videos, pg_url, tmp_path):
     assert (summary["added"], summary["errors"]) == (5, 1)
     top = search(tmp_path, "--text", "a dog", env=env)[0]
     assert top["name"] == "dog_park.mp4" and abs(top["start"] - DOG_SCENE) <= 1.0
+
+
+# ---------------------------------------------------------------- web API and pages
+@pytest.fixture(scope="module")
+def client(indexed, tmp_path_factory):
+    from webui import create_app
+
+    app = create_app({"DATA_DIR": str(indexed[0]), "TESTING": True,
+                      "THUMBNAIL_DIR": str(tmp_path_factory.mktemp("thumbs"))})
+    return app.test_client()
+
+
+def test_api_video_target_and_range_requests(client):
+    r = client.post("/api/search", json={"text": "a dog", "target": "video"})
+    assert r.status_code == 200, r.get_json()
+    top = r.get_json()["hits"][0]
+    assert top["name"] == "dog_park.mp4" and top["view"] == "both" and abs(top["start"] - DOG_SCENE) <= 1.0
+    thumb = client.get(f"/api/items/{top['id']}/thumbnail")
+    assert thumb.status_code == 200 and thumb.mimetype == "image/jpeg" and thumb.data[:3] == b"\xff\xd8\xff"
+    whole = client.get(f"/api/items/{top['id']}/media")
+    assert whole.status_code == 200 and whole.mimetype == "video/mp4" and whole.headers["Accept-Ranges"] == "bytes"
+    part = client.get(f"/api/items/{top['id']}/media", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and len(part.data) == 100 and part.data == whole.data[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(whole.data)}"
+
+
+def test_api_refuses_a_replaced_video(client, indexed, videos, tmp_path):
+    hit = client.post("/api/search", json={"text": "a red apple", "target": "video"}).get_json()["hits"][0]
+    path = Path(hit["path"])
+    saved = tmp_path / "saved.avi"
+    shutil.copy2(path, saved)
+    try:
+        path.unlink()
+        path.symlink_to("/etc/hostname")  # same name, another file (issue 13): never served
+        assert client.get(f"/api/items/{hit['id']}/media").status_code == 404
+    finally:
+        path.unlink()
+        shutil.copy2(saved, path)
+
+
+def test_item_page_has_keyframe_strip_and_transcript(client):
+    top = client.post("/api/search", json={"text": "a dog", "target": "video"}).get_json()["hits"][0]
+    item = client.get(f"/api/items/{top['id']}").get_json()
+    assert [k["start"] for k in item["keyframes"]] == [0.0, DOG_SCENE]
+    assert item["segments"] and "dog" in item["segments"][0]["text"].lower()
+    assert abs(item["segments"][0]["start"] - 4.5) < 1.0
+    page = client.get(f"/items/{top['id']}").get_data(as_text=True)
+    assert '<video id="player"' in page and 'class="keyframes"' in page and 'class="seek" data-t="4.0"' in page
