@@ -204,3 +204,21 @@ def test_item_page_has_keyframe_strip_and_transcript(client):
     assert abs(item["segments"][0]["start"] - 4.5) < 1.0
     page = client.get(f"/items/{top['id']}").get_data(as_text=True)
     assert '<video id="player"' in page and 'class="keyframes"' in page and 'class="seek" data-t="4.0"' in page
+
+
+def test_eval_gains_video_rows(videos, tmp_path):
+    import json
+
+    rows = [{"id": "q-dog", "modality": "text", "text": "a dog", "label": "dog", "role": "query"},
+            {"id": "q-apple", "modality": "text", "text": "a red apple", "label": "apple", "role": "query"},
+            {"id": "v-pizza", "modality": "video", "path": str(videos["dog_park.mp4"]), "start": 0, "end": 4,
+             "label": "pizza"},
+            {"id": "v-dog", "modality": "video", "path": str(videos["dog_park.mp4"]), "start": 4, "end": 12,
+             "label": "dog"},
+            {"id": "v-apple", "modality": "video", "path": str(videos["fruit.avi"]), "start": 0, "end": 6,
+             "label": "apple"},
+            {"id": "v-rocket", "modality": "video", "path": str(videos["dog_said.mkv"]), "label": "rocket"}]
+    manifest = tmp_path / "videos.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_json("retrieval", "eval", "--manifest", str(manifest), "--no-rerank")
+    assert out["text->video"]["n"] == 2 and out["text->video"]["R@1"] == 1.0, out
