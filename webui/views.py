@@ -113,7 +113,9 @@ def stats_json(engine: Engine) -> dict:
                                           "summary": run.summary}
     kept = engine.kept_for_revision("stats", state[1], lambda: _catalog_counts(engine))
     out["items"].update(kept["items"])
-    out["items"]["video"] = sum(n for m, n in kept["items"].items() if m.startswith("video-"))  # the Video tab
+    videos = sum(n for m, n in kept["items"].items() if m.startswith("video-"))
+    if videos:  # the Video tab's count (its segments are counted per index too: video-frame, video-speech)
+        out["items"]["video"] = videos
     out["indexed"] = sum(kept["items"].values()) > 0
     out["files"] = kept["files"]
     out["last_run"] = last
