@@ -18,8 +18,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from retrieval.encoders import MODALITIES
-from retrieval.index import INDEX_NAME, IndexManifest, VectorIndex, choose_factory, read_manifest, write_manifest
+from retrieval.index import INDEX_NAME, INDEX_NAMES, IndexManifest, VectorIndex, choose_factory, read_manifest, write_manifest
 from retrieval.tokens import TokenStore
 
 from . import repository as repo
@@ -100,7 +99,7 @@ class Catalog:
         out: dict[str, VectorIndex] = {}
         with self.session() as s:
             counts = repo.item_counts(s)
-        for modality in MODALITIES:
+        for modality in INDEX_NAMES:
             if counts.get(modality, 0) == 0 and not self.index_dir(modality).exists():
                 continue
             if not force and self.index_is_fresh(modality, revision):

@@ -65,7 +65,8 @@ class File(Base):
 
 
 class Item(Base):
-    """One searchable unit: an image, a text note, or one segment of a recording."""
+    """One searchable unit: an image, a text note, one segment of a recording, or a keyframe or speech window
+    of a video (``view``)."""
 
     __tablename__ = "items"
     __table_args__ = {"sqlite_autoincrement": True}  # never reuse an id FAISS may still hold
@@ -77,6 +78,18 @@ class Item(Base):
     end_s: Mapped[float | None] = mapped_column(Float)
     content: Mapped[str | None] = mapped_column(Text)  # transcript or note text
     extra: Mapped[dict | None] = mapped_column(JSON)  # ASR segments, confidences, image size, ...
+    view: Mapped[str | None] = mapped_column(String(8))  # video segments (0004): "frame" | "speech"; else NULL
+
+
+def index_name(modality: str, view: str | None) -> str:
+    """The FAISS index an item's vector lives in: ``video-frame``, ``video-speech``, else its modality."""
+    return f"{modality}-{view}" if view else modality
+
+
+def split_index_name(name: str) -> tuple[str, str | None]:
+    """(modality, view) of an index name (inverse of :func:`index_name`)."""
+    modality, _, view = name.partition("-")
+    return modality, view or None
 
 
 class Embedding(Base):
@@ -87,6 +100,15 @@ class Embedding(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Thumbnail(Base):
+    """The JPEG of a video keyframe item (0004), read only by the web UI."""
+
+    __tablename__ = "thumbnails"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Run(Base):

@@ -70,11 +70,13 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
             out.unchanged = True
             return out
         if c.modality not in model.modalities:
-            model.tower(c.modality)  # raises with the fix in its message
+            model.tower("image" if c.modality == "video" else c.modality)  # raises with the fix in its message
         if c.modality == "image":
             img = decoders.load_image(Path(c.path))
             extra = {"width": img.width, "height": img.height} | ({"photo": True} if img.info.get("photographic") else {})
             out.units = [Unit("image", img, extra=extra, source=c.path)]
+        elif c.modality == "video":
+            out.units = video_units(c.path)
         elif c.modality == "audio":
             stats = decoders.StreamStats()
             out.units = [Unit("audio", seg.samples, seg.start, seg.end)
@@ -101,6 +103,16 @@ def decode_file(c: Candidate, known: repo.KnownFile | None, model: Model) -> Dec
     return out
 
 
+def video_units(path: str) -> list[Unit]:
+    """A video's keyframes (image tower, with thumbnails) and speech windows (speech tower)."""
+    video = decoders.load_video(Path(path))
+    size = {"width": video.width, "height": video.height, "duration": video.duration}
+    units = [Unit("video", k.image, k.start, k.end, extra=size, source=path, view="frame", thumbnail=k.jpeg)
+             for k in video.keyframes]
+    return units + [Unit("video", seg.samples, seg.start, seg.end, source=path, view="speech")
+                    for seg in video.speech]
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
@@ -108,28 +120,31 @@ def _duration(seconds: float) -> str:
 def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
     """Fill every unit's vector (and transcript notes, and token views when the model has them);
     a failing file gets an error."""
-    by_modality: dict[str, list[Unit]] = defaultdict(list)
+    by_tower: dict[tuple[str, bool], list[Unit]] = defaultdict(list)
     for d in batch:
         if not d.error and not d.unchanged:
             for u in d.units:
-                by_modality[u.modality].append(u)
-    for modality, units in by_modality.items():
+                by_tower[(u.tower, u.view is None)].append(u)
+    for (tower, tokens), units in by_tower.items():
         try:
-            _encode(model, modality, units)
+            _encode(model, tower, units, tokens)
         except Exception:  # isolate the file that fails, keep the others
             for d in batch:
-                if d.error or d.unchanged or not d.units or d.units[0].modality != modality:
+                mine = [u for u in d.units if (u.tower, u.view is None) == (tower, tokens)]
+                if d.error or d.unchanged or not mine:
                     continue
                 try:
-                    _encode(model, modality, d.units)
+                    _encode(model, tower, mine, tokens)
                 except Exception as exc:
                     d.error = (f"{d.candidate.path}: the model could not encode it ({_short(exc)}); re-save the "
                                f"file in a common format, or report this message as a bug")
 
 
-def _encode(model: Model, modality: str, units: list[Unit]) -> None:
+def _encode(model: Model, modality: str, units: list[Unit], tokens: bool = True) -> None:
+    """Vectors of ``units`` by the ``modality`` tower; token views too when ``tokens`` (not video segments:
+    the re-ranker was not trained on them) and the model has them."""
     _encode_vectors(model, modality, units)
-    if model_has_tokens(model, modality):
+    if tokens and model_has_tokens(model, modality):
         views = item_views(model, modality, [u.payload for u in units], [u.content for u in units],
                            [u.source for u in units])
         for u, v in zip(units, views):
@@ -292,6 +307,8 @@ def estimated_bytes(c: Candidate) -> int:
                 return min(img.width * img.height, decoders.MAX_IMAGE_PIXELS) * 3
         except Exception:
             return c.size
+    if c.modality == "video":  # keyframes at 320 px and 16 kHz speech: far less than the file, for long ones
+        return min(c.size, 1 << 30)
     if c.modality == "audio":  # 16 kHz float32 is 2x a 16-bit 16 kHz WAV, ~4x a typical compressed file
         return min(4 * c.size, int(decoders.MAX_AUDIO_SECONDS * decoders.SAMPLE_RATE * 4 * 1.2))
     return 4 * c.size

@@ -58,6 +58,10 @@ class CatalogPort:
         with self.catalog.session() as s:
             return repo.keyword_matches(s, list(ids), words)
 
+    def file_segments(self, file_ids: Sequence[int]) -> dict[int, list[dict]]:
+        with self.catalog.session() as s:
+            return repo.file_segments(s, list(file_ids))
+
     def photo_count(self) -> int:
         from .notices import photo_count
 

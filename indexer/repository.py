@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from .models import Embedding, File, Item, Run, State, utcnow
+from .models import Embedding, File, Item, Run, State, Thumbnail, index_name, split_index_name, utcnow
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class NewItem:
     end_s: float | None = None
     content: str | None = None
     extra: dict | None = None
+    view: str | None = None  # video segments: "frame" | "speech"
+    thumbnail: bytes | None = None  # a keyframe's JPEG
 
 
 # ---------------------------------------------------------------- state
@@ -116,18 +118,21 @@ def error_paths_under(s: Session, roots: Sequence[str]) -> set[str]:
 
 
 def item_ids_of_files(s: Session, file_ids: Iterable[int]) -> list[tuple[int, str]]:
+    """(item id, index name) of the items of files (see :func:`indexer.models.index_name`)."""
     ids = list(file_ids)
     out: list[tuple[int, str]] = []
     for chunk in _chunks(ids, 500):
-        out += [(i, m) for i, m in s.execute(select(Item.id, Item.modality).where(Item.file_id.in_(chunk)))]
+        q = select(Item.id, Item.modality, Item.view).where(Item.file_id.in_(chunk))
+        out += [(i, index_name(m, v)) for i, m, v in s.execute(q)]
     return out
 
 
 def delete_items_of_files(s: Session, file_ids: Iterable[int]) -> list[tuple[int, str]]:
-    """Delete the items (and embeddings) of files; returns (item id, modality) removed."""
+    """Delete the items (and embeddings, thumbnails) of files; returns (item id, index name) removed."""
     removed = item_ids_of_files(s, file_ids)
     for chunk in _chunks([i for i, _ in removed], 500):
         s.execute(delete(Embedding).where(Embedding.item_id.in_(chunk)))
+        s.execute(delete(Thumbnail).where(Thumbnail.item_id.in_(chunk)))
         s.execute(delete(Item).where(Item.id.in_(chunk)))
     return removed
 
@@ -159,7 +164,7 @@ def upsert_file(
 def add_items(s: Session, file_id: int, items: Sequence[NewItem]) -> list[int]:
     rows = [
         Item(file_id=file_id, modality=it.modality, start_s=it.start_s, end_s=it.end_s,
-             content=it.content, extra=it.extra)
+             content=it.content, extra=it.extra, view=it.view)
         for it in items
     ]
     s.add_all(rows)
@@ -167,24 +172,28 @@ def add_items(s: Session, file_id: int, items: Sequence[NewItem]) -> list[int]:
     for row, it in zip(rows, items):
         vec = np.ascontiguousarray(it.vector, dtype=np.float32)
         s.add(Embedding(item_id=row.id, dim=int(vec.shape[0]), vector=vec.tobytes()))
+        if it.thumbnail:
+            s.add(Thumbnail(item_id=row.id, jpeg=it.thumbnail))
     return [r.id for r in rows]
 
 
 # ---------------------------------------------------------------- reads
-def iter_embeddings(s: Session, modality: str, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, vectors) chunks of every stored embedding of ``modality``, by id.
+def iter_embeddings(s: Session, name: str, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) chunks of every stored embedding of index ``name`` (a modality, or ``video-frame``...), by id.
 
     Keyset pagination on ``items.id``, the primary key the modality index is ordered by within one
     modality (SQLite keeps the rowid in every index; Postgres walks ``items``' primary key): each batch
     is read in key order without sorting. Ordering by ``embeddings.item_id`` made SQLite build a
     temporary B-tree of the batch's rows, vectors included, every batch (55 s for 1M vectors).
     """
+    modality, view = split_index_name(name)
+    same_view = Item.view.is_(None) if view is None else Item.view == view
     last = -1
     while True:
         rows = s.execute(
             select(Item.id, Embedding.vector)
             .join(Embedding, Embedding.item_id == Item.id)
-            .where(Item.modality == modality, Item.id > last)
+            .where(Item.modality == modality, same_view, Item.id > last)
             .order_by(Item.id)
             .limit(batch)
         ).all()
@@ -200,12 +209,11 @@ def item_hits(s: Session, ids: Sequence[int]) -> dict[int, dict]:
     """Metadata for search hits, keyed by item id."""
     out: dict[int, dict] = {}
     for chunk in _chunks(list(ids), 500):
-        q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, Item.extra, File.path).join(
-            File, File.id == Item.file_id
-        ).where(Item.id.in_(chunk))
-        for iid, modality, start, end, content, extra, path in s.execute(q):
+        q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, Item.extra, File.path,
+                   Item.view, Item.file_id).join(File, File.id == Item.file_id).where(Item.id.in_(chunk))
+        for iid, modality, start, end, content, extra, path, view, fid in s.execute(q):
             out[iid] = {"id": iid, "path": path, "modality": modality, "start": start, "end": end,
-                        "content": content, "extra": extra or {}}
+                        "content": content, "extra": extra or {}, "view": view, "file_id": fid}
     return out
 
 
@@ -218,7 +226,30 @@ def item_ids(s: Session, modalities: Iterable[str] | None = None) -> set[int]:
 
 
 def item_counts(s: Session) -> dict[str, int]:
-    return {m: n for m, n in s.execute(select(Item.modality, func.count()).group_by(Item.modality))}
+    """Items per index name (``image``, ..., ``video-frame``, ``video-speech``)."""
+    out: dict[str, int] = {}
+    for m, v, n in s.execute(select(Item.modality, Item.view, func.count()).group_by(Item.modality, Item.view)):
+        out[index_name(m, v)] = out.get(index_name(m, v), 0) + int(n)
+    return out
+
+
+def file_segments(s: Session, file_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """Per file: its video segments ``{"id", "view", "start", "end", "spans"}`` in time order; ``spans``:
+    a speech window's ASR sentences ``[start, end]`` (where words are heard), empty for keyframes."""
+    out: dict[int, list[dict]] = {int(f): [] for f in file_ids}
+    for chunk in _chunks(list(out), 500):
+        q = (select(Item.file_id, Item.id, Item.view, Item.start_s, Item.end_s, Item.extra)
+             .where(Item.file_id.in_(chunk), Item.view.is_not(None)).order_by(Item.start_s, Item.id))
+        for fid, iid, view, a, b, extra in s.execute(q):
+            spans = [[seg["start"], seg["end"]] for seg in (extra or {}).get("segments") or []
+                     if (seg.get("text") or "").strip()]
+            out[int(fid)].append({"id": int(iid), "view": view, "start": a, "end": b, "spans": spans})
+    return out
+
+
+def thumbnail(s: Session, item_id: int) -> bytes | None:
+    """The stored JPEG of a video keyframe item, or None."""
+    return s.execute(select(Thumbnail.jpeg).where(Thumbnail.item_id == item_id)).scalar_one_or_none()
 
 
 def file_errors(s: Session) -> list[tuple[str, str]]:
@@ -270,9 +301,9 @@ def item_detail(s: Session, item_id: int) -> dict | None:
 
 def items_of_file(s: Session, file_id: int) -> list[dict]:
     """The items (windows, passages) of one file in order."""
-    q = select(Item.id, Item.modality, Item.start_s, Item.end_s).where(Item.file_id == file_id).order_by(
-        Item.start_s, Item.id)
-    return [{"id": i, "modality": m, "start": a, "end": b} for i, m, a, b in s.execute(q)]
+    q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.view, Item.content).where(
+        Item.file_id == file_id).order_by(Item.start_s, Item.id)
+    return [{"id": i, "modality": m, "start": a, "end": b, "view": v, "content": c} for i, m, a, b, v, c in s.execute(q)]
 
 
 def items_by_file(s: Session) -> list[tuple[str, str, list[tuple[int, float | None, float | None, str | None]]]]:

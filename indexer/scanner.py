@@ -54,7 +54,7 @@ def printable(path: str) -> str:
 def _suffix_modality(path: str) -> str | None:
     suffix = Path(path).suffix.lower()
     for modality, exts in (("image", decoders.IMAGE_EXTENSIONS), ("audio", decoders.AUDIO_EXTENSIONS),
-                           ("text", decoders.TEXT_EXTENSIONS)):
+                           ("text", decoders.TEXT_EXTENSIONS), ("video", decoders.VIDEO_EXTENSIONS)):
         if suffix in exts:
             return modality
     return None

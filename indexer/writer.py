@@ -20,6 +20,7 @@ from retrieval.index import VectorIndex, choose_factory, resolve_factory
 
 from . import repository as repo
 from .catalog import Catalog
+from .models import index_name
 from .scanner import Candidate, Skipped
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,17 @@ class Unit:
     vector: np.ndarray | None = None
     views: dict[str, np.ndarray] | None = None  # token features for the re-ranker (see retrieval.tokens)
     source: str = ""  # the file's path (an image's name words become a view)
+    view: str | None = None  # video segments: "frame" (image tower) | "speech" (speech tower)
+    thumbnail: bytes | None = None  # a video keyframe's JPEG
+
+    @property
+    def tower(self) -> str:
+        """The tower that embeds this unit: a video keyframe is a picture, a speech window a recording."""
+        return {"frame": "image", "speech": "audio"}.get(self.view or "", self.modality)
+
+    @property
+    def index(self) -> str:
+        return index_name(self.modality, self.view)
 
 
 @dataclass
@@ -141,11 +153,12 @@ class Writer:
                 if d.error:
                     summary.errors += 1
                     continue
-                items = [repo.NewItem(u.modality, u.vector, u.start_s, u.end_s, u.content, u.extra) for u in d.units]
+                items = [repo.NewItem(u.modality, u.vector, u.start_s, u.end_s, u.content, u.extra, u.view,
+                                      u.thumbnail) for u in d.units]
                 ids = repo.add_items(s, row.id, items)
                 for item_id, u in zip(ids, d.units):
-                    added[u.modality][0].append(item_id)
-                    added[u.modality][1].append(u.vector)
+                    added[u.index][0].append(item_id)
+                    added[u.index][1].append(u.vector)
                     if u.views:
                         views.append((item_id, u.views))
                 if d.known is None:

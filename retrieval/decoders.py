@@ -8,6 +8,8 @@
   ffmpeg knows; torchaudio resamples block by block, bounded memory). :func:`split_segments` cuts long
   recordings into overlapping windows with their times; :func:`stream_segments` yields the same windows
   while decoding (one window in memory) and skips silent ones.
+* :func:`load_video` -> keyframes and speech windows of a video (:mod:`retrieval.video`; MP4/MOV,
+  Matroska/WebM and AVI are told from recordings by whether they hold a picture stream).
 * :func:`load_text` -> ``str`` with the encoding detected (charset-normalizer);
   :func:`split_passages` cuts long notes into overlapping passages.
 
@@ -31,6 +33,9 @@ from .audio_stream import (  # noqa: F401  (re-exported: decoders is the one I/O
 )
 from .decode_errors import DecodeError
 from .decode_errors import check_regular as _regular
+from .video import VIDEO_EXTENSIONS, Keyframe, Video, load_video  # noqa: F401  (re-exported)
+from .video import is_container as _video_container
+from .video import probe as _probe_video
 from .decode_errors import short_error as _short
 
 MAX_IMAGE_PIXELS = 64_000_000
@@ -63,7 +68,7 @@ def _head(path: Path, n: int = 64) -> bytes:
 
 
 def sniff(path: Path) -> str | None:
-    """``"image"``, ``"audio"``, ``"text"``, or None for files we do not index.
+    """``"image"``, ``"audio"``, ``"video"``, ``"text"``, or None for files we do not index.
 
     Content decides for images and audio; a known media extension whose content
     matches nothing still returns its modality so the decoder reports why.
@@ -76,6 +81,8 @@ def sniff(path: Path) -> str | None:
         head = b""
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) and suffix in TEXT_EXTENSIONS:
         return "text"  # UTF-16 byte-order mark
+    if _video_container(head):
+        return _probe_video(path)  # "video", or "audio" for a container that holds only sound
     kind = _magic_modality(head)
     if kind == "audio?" and suffix in IMAGE_EXTENSIONS | TEXT_EXTENSIONS:
         kind = None  # a weak MPEG-frame match (any 3 bytes can pass it) loses to the extension
@@ -87,6 +94,8 @@ def sniff(path: Path) -> str | None:
         return "image"
     if suffix in AUDIO_EXTENSIONS:
         return "audio"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
     return None
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+VIDEO_INDICES = ("video-frame", "video-speech")  # a video's keyframes and speech windows (retrieval.video)
+INDEX_NAMES = ("image", "audio", "text", *VIDEO_INDICES)  # one FAISS index each, in data-dir/index/<name>
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.faiss"
 AUTO_EXACT_LIMIT = 200_000

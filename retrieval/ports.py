@@ -18,7 +18,8 @@ from .tokens import Views
 class MetadataPort(Protocol):
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         """Per existing id: ``{"id", "path", "modality", "start", "end", "content", "extra"}`` (extra holds
-        ``segments`` for audio, ``width``/``height`` for images). Unknown ids are left out."""
+        ``segments`` for audio, ``width``/``height`` for images; ``view`` and ``file_id`` for video segments).
+        Unknown ids are left out."""
 
     def item_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored embeddings of the ids that exist."""
@@ -36,6 +37,10 @@ class MetadataPort(Protocol):
 
     def keyword_matches(self, ids: Sequence[int], words: str) -> dict[int, list[str]]:
         """Per id, which of the query's terms its text or file name holds."""
+
+    def file_segments(self, file_ids: Sequence[int]) -> dict[int, list[dict]]:
+        """Per video file id (``items()`` gives ``file_id``): its segments ``{"id", "view", "start", "end",
+        "spans"}`` (``spans``: a speech window's ASR sentences ``[start, end]``)."""
 
     def photo_count(self) -> int:
         """How many indexed pictures looked photographic when decoded (``retrieval.model_fit``)."""

@@ -28,7 +28,7 @@ from .encoders import MODALITIES
 from .fusion import MAX_WEIGHT
 
 INPUT_KINDS = ("text", "image", "audio", "item", "vector")
-TARGETS = (*MODALITIES, "all")
+TARGETS = (*MODALITIES, "video", "all")  # video: moments of videos (retrieval.moments)
 DEFAULT_RERANK_K = 100
 
 
@@ -136,6 +136,7 @@ class Hit:
     ranks: dict[str, int | None] | None = None  # hybrid: rank in the vector and in the keyword list
     matched: list[str] | None = None  # hybrid: query words the item's text or name holds
     name_marks: list[list[int]] | None = None
+    view: str | None = None  # video hits: what matched at start..end: "frame" | "speech" | "both"
     stage: str = "first"  # "rerank" when the re-ranker corrected ``similarity`` (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,7 +146,7 @@ class Hit:
         for key in ("width", "height"):
             if self.modality == "image":
                 out[key] = getattr(self, key)
-        for key in ("text", "start", "end", "window", "marks", "ranks", "matched", "name_marks"):
+        for key in ("text", "start", "end", "window", "marks", "ranks", "matched", "name_marks", "view"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value

@@ -83,7 +83,7 @@ class Searcher:
 
     def search_vector(self, vector: np.ndarray, target: str = "all", k: int = 10,
                       exclude: set[int] | frozenset[int] = frozenset()) -> list[Hit]:
-        if target not in TARGETS:
+        if target not in TARGETS and target not in self.indices:  # an index name: video-frame, video-speech
             raise ValueError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
         modalities = [m for m in MODALITIES if m in self.indices] if target == "all" else [target]
         hits: list[Hit] = []
@@ -117,7 +117,7 @@ class Searcher:
         lookup = fuse(vectors, w)  # also refuses a query without a positive input
         if len(vectors) == 1:
             return self.search_vector(vectors[0], target, k, exclude)
-        if target not in TARGETS:
+        if target not in TARGETS and target not in self.indices:
             raise ValueError(f"unknown target '{target}'; use one of {', '.join(TARGETS)}")
         modalities = [m for m in MODALITIES if m in self.indices] if target == "all" else [target]
         queries = np.vstack([lookup[None, :], vectors[w > 0]])

@@ -11,7 +11,8 @@ Where a search is ranked, in order:
    ``similarity = first + weight * correction`` (:mod:`retrieval.rerank`);
 4. **calibrate**: each hit's similarity becomes a relevance in [0, 1] for its
    (query kind, target modality, stage) (:mod:`retrieval.calibration`), and hits of
-   all modalities are merged by it;
+   all modalities are merged by it; videos (target ``video`` or ``all``) add their best moment
+   each, a keyframe's and a speech window's relevances fused (:mod:`retrieval.moments`);
 5. **hybrid** (optional): that list and the catalog's keyword hits for the typed words
    are merged by reciprocal rank fusion; the score is then the fused score in (0, 1];
 6. **page and present**: ``offset``/``k``, then metadata, snippets, sentence spans and
@@ -42,8 +43,10 @@ from .calibration import Calibration
 from .encoders import MODALITIES, Model, ModelError, l2_normalize
 from .encoders.registry import model_part
 from .fusion import fuse
+from .index import VIDEO_INDICES
+from .moments import Moment, narrow, video_moments
 from .ports import KeywordIndexMissing, MetadataPort
-from .present import Presenter, query_words
+from .present import Presenter, mark_words, query_words
 from .query import Hit, Input, Query, QueryError, Result
 from .rank_fusion import RRF_K, ranks as list_ranks, rrf
 from .rerank import Reranker, corrections, create_reranker
@@ -161,13 +164,16 @@ class SearchService:
             pool = max(pool, query.rerank_k)
         # per modality: the first stage orders by raw similarity, which only compares within one modality;
         # the modalities are merged after calibration (else the cut to ``pool`` would compare raw scores)
-        targets = [m for m in self.searcher.indices if query.target in (m, "all")]
+        targets = [m for m in self.searcher.indices if m in MODALITIES and query.target in (m, "all")]
         first = [h for m in targets
                  for h in self.searcher.search_inputs(enc.vectors, enc.weights, target=m, k=pool, exclude=enc.exclude)]
         stage = dict.fromkeys((h.id for h in first), "first")
         if reranker is not None:
             first, stage = self._rerank(query, enc, reranker, first)
         hits = self._calibrate(first, stage, enc)
+        moments = self._video(query, enc, pool) if query.target in ("video", "all") else {}
+        if moments:
+            hits = sorted(hits + [m.hit for m in moments.values()], key=lambda h: -h.score)
         hybrid = {"terms": [], "keyword_hits": 0, "rrf_k": RRF_K} if query.hybrid else None
         if terms:
             hits, hybrid = self._hybrid(hits, words, terms, query, enc.exclude)
@@ -181,6 +187,7 @@ class SearchService:
             head = len(page) if query.details_top is None else query.details_top
             page = self.resources.presenter.present(page[:head], self.port, fuse(enc.vectors, enc.weights), marked,
                                                     words if terms else "") + page[head:]
+            self._present_moments(page[:head], moments, marked)
         t2 = time.perf_counter()
         return Result(
             hits=page, has_more=has_more, offset=query.offset, k=query.k, target=query.target, inputs=enc.infos,
@@ -190,6 +197,25 @@ class SearchService:
             hybrid=hybrid, calibrated=self.resources.calibration.calibrated,
             timings_ms={"encode": round((t1 - t0) * 1000, 1), "search": round((t2 - t1) * 1000, 1)},
             notices=self._notices() if "image" in targets else [])
+
+    def _video(self, query: Query, enc: _Encoded, pool: int) -> dict[int, Moment]:
+        """The best moment of each video the query finds (:mod:`retrieval.moments`), by hit id."""
+        ids = [h.id for name in VIDEO_INDICES if name in self.searcher.indices
+               for h in self.searcher.search_inputs(enc.vectors, enc.weights, target=name, k=pool, exclude=enc.exclude)]
+        moments = video_moments(self.searcher.indices, self.port, self.resources.calibration, ids, enc.vectors,
+                                enc.weights, enc.modalities, enc.exclude)
+        return {m.hit.id: m for m in moments}
+
+    def _present_moments(self, page: list[Hit], moments: dict[int, Moment], words: list[str]) -> None:
+        """Video hits: the moment's times, view and transcript (the presenter filled in the keyframe item's)."""
+        shown = [moments[h.id] for h in page if h.id in moments]
+        speech = self.port.items([m.speech_id for m in shown if m.speech_id is not None]) if shown else {}
+        for h in page:
+            m = moments.get(h.id)
+            if m is not None:
+                narrow(m, speech.get(m.speech_id) if m.speech_id is not None else None)
+                h.start, h.end, h.view, h.text, h.window = m.start, m.end, m.view, m.text, None
+                h.marks = mark_words(m.text, words) if m.text else None
 
     def _notices(self) -> list[str]:
         """Once per snapshot: what the model says about the archive (photographs in a pictogram index)."""

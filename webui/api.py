@@ -94,6 +94,8 @@ def thumbnail(item_id: int):
     size = request.args.get("size", "256")
     if size not in {str(s) for s in SIZES}:
         raise ApiError(f"size must be one of {', '.join(map(str, SIZES))}", 400, "bad_parameter")
+    if load_item(engine(), item_id)["modality"] == "video":
+        return _keyframe(item_id)
     row, path = _source(item_id)
     if row["modality"] != "image":
         raise ApiError(f"item {item_id} is {row['modality']}; thumbnails exist for images only", 404, "no_thumbnail")
@@ -111,6 +113,26 @@ def thumbnail(item_id: int):
     resp = Response(data, mimetype="image/webp")
     resp.headers["ETag"] = f'"{etag}"'
     resp.headers["Cache-Control"] = "public, max-age=86400"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+def _keyframe(item_id: int) -> Response:
+    """A video item's stored keyframe JPEG (a speech window's: the keyframe on screen when it starts)."""
+    from indexer import repository as repo
+
+    with engine().session() as s:
+        row = repo.item_detail(s, item_id)
+        frame = item_id
+        if row is not None and row["start"] is not None:
+            frames = [p for p in repo.items_of_file(s, row["file"]["id"]) if p["view"] == "frame"]
+            if frames and not any(p["id"] == item_id for p in frames):
+                frame = ([p for p in frames if p["start"] <= row["start"]] or frames[:1])[-1]["id"]
+        data = repo.thumbnail(s, frame)
+    if data is None:
+        raise ApiError(f"item {item_id} has no keyframe thumbnail", 404, "no_thumbnail")
+    resp = Response(data, mimetype="image/jpeg")
+    resp.headers["Cache-Control"] = "public, max-age=86400"  # an item's keyframe never changes (new file: new ids)
     resp.headers["X-Content-Type-Options"] = "nosniff"
     return resp
 

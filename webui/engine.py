@@ -237,7 +237,20 @@ def media_type(path: Path, modality: str) -> str:
             head = f.read(64)
     except OSError:
         head = b""
+    if modality == "video":
+        return video_mime(head)
     return sniff_mime(head) or "application/octet-stream"
+
+
+def video_mime(head: bytes) -> str:
+    """MIME type of a video container from its first bytes (MP4/MOV, WebM/Matroska, AVI)."""
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    return "application/octet-stream"
 
 
 def sniff_mime(head: bytes) -> str | None:

@@ -141,7 +141,7 @@ SCHEMAS: dict = {
         "type": "object", "required": ["id", "rank", "modality", "score", "path", "name"],
         "properties": {
             "id": {"type": "integer"}, "rank": {"type": "integer", "description": "0-based over all pages"},
-            "modality": {"type": "string", "enum": ["image", "audio", "text"]},
+            "modality": {"type": "string", "enum": ["image", "audio", "text", "video"]},
             "score": {"type": "number", "minimum": 0, "maximum": 1,
                       "description": "Relevance in [0, 1], comparable across modalities and query kinds: the "
                                      "similarity calibrated per (query kind, target modality, re-ranked or not) on "
@@ -156,8 +156,13 @@ SCHEMAS: dict = {
                                                        "(of the matching sentence for long recordings)"},
             "marks": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}},
                       "description": "[start, end) character ranges of `text` that are query words"},
-            "start": {"type": "number", "description": "Seconds: where the matching part starts"},
+            "start": {"type": "number", "description": "Seconds: where the matching part starts (a video: the "
+                                                        "matched moment, a keyframe's scene or the sentence said)"},
             "end": {"type": "number"},
+            "view": {"type": "string", "enum": ["frame", "speech", "both"],
+                     "description": "Video hits: whether the moment matched what is shown (its keyframe), what "
+                                    "is said (its speech window), or both (relevance >= 0.5 for each); the "
+                                    "score fuses both views: hi + lo * (1 - hi)"},
             "window": {"type": "array", "items": {"type": "number"}, "description": "The indexed 30 s window"},
             "width": NULL_INT, "height": NULL_INT,
             "ranks": {"type": "object", "description": "Hybrid: 1-based rank in the vector and keyword lists "
@@ -208,8 +213,14 @@ SCHEMAS: dict = {
     "Item": {
         "type": "object", "required": ["id", "modality", "path", "name", "file", "urls", "parts"],
         "properties": {
-            "id": {"type": "integer"}, "modality": {"type": "string", "enum": ["image", "audio", "text"]},
+            "id": {"type": "integer"}, "modality": {"type": "string", "enum": ["image", "audio", "text", "video"]},
             "path": {"type": "string"}, "name": {"type": "string"},
+            "view": {"type": ["string", "null"], "enum": ["frame", "speech", None]},
+            "keyframes": {"type": "array", "description": "Video: every keyframe of the file, in time order",
+                          "items": {"type": "object", "required": ["id", "start", "end", "thumbnail"],
+                                    "properties": {"id": {"type": "integer"}, "start": {"type": "number"},
+                                                   "end": {"type": "number"}, "thumbnail": {"type": "string"}}}},
+            "duration": {"type": "number"},
             "start": NULL_NUMBER, "end": NULL_NUMBER, "text": NULL_STRING,
             "file": {"type": "object", "required": ["size", "sha256", "exists"], "properties": {
                 "size": {"type": "integer"}, "sha256": NULL_STRING, "indexed_at": NULL_STRING,
@@ -325,14 +336,16 @@ def document() -> dict:
                 "summary": "The item's file (byte ranges supported); notes as UTF-8 text",
                 "parameters": [ITEM_ID],
                 "responses": {"200": {"description": "The file", "content": {
-                    "image/*": {}, "audio/*": {}, "text/plain": {}}},
+                    "image/*": {}, "audio/*": {}, "video/*": {}, "text/plain": {}}},
                     "206": {"description": "A byte range of the file"}, **_errors(404, 422, 503)},
             }},
             "/api/items/{item_id}/thumbnail": {"get": {
-                "summary": "A cached WebP thumbnail of an image item",
+                "summary": "A cached WebP thumbnail of an image item; a video keyframe's stored JPEG (the "
+                           "size parameter is ignored for keyframes)",
                 "parameters": [ITEM_ID, {"name": "size", "in": "query", "required": False,
                                          "schema": {"type": "integer", "enum": list(SIZES), "default": 256}}],
-                "responses": {"200": {"description": "WebP image", "content": {"image/webp": {}}},
+                "responses": {"200": {"description": "WebP image (JPEG for a video keyframe)",
+                                      "content": {"image/webp": {}, "image/jpeg": {}}},
                               "304": {"description": "Not modified (ETag)"}, **_errors(400, 404, 422, 503)},
             }},
             "/api/stats": {"get": {

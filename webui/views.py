@@ -24,7 +24,7 @@ def _iso(value: Any) -> str | None:
 
 def item_urls(item_id: int, modality: str) -> dict[str, str]:
     urls = {"page": f"/items/{item_id}", "api": f"/api/items/{item_id}", "media": f"/api/items/{item_id}/media"}
-    if modality == "image":
+    if modality in ("image", "video"):  # a video item's: its keyframe's (or, for speech, the scene's)
         urls["thumbnail"] = f"/api/items/{item_id}/thumbnail"
     return urls
 
@@ -37,6 +37,9 @@ def load_item(engine: Engine, item_id: int) -> dict:
             raise ApiError(f"item {item_id} does not exist (it may have been removed by a later indexer run); "
                            "search again", 404, "unknown_item")
         row["parts"] = repo.items_of_file(s, row["file"]["id"])
+        if row["modality"] == "video":  # the transcript of every speech window of the file
+            row["speech"] = {i: m["extra"] for i, m in
+                             repo.item_hits(s, [p["id"] for p in row["parts"] if p["view"] == "speech"]).items()}
     return row
 
 
@@ -60,7 +63,26 @@ def item_json(engine: Engine, item_id: int) -> dict:
             out["asr_logprob"] = extra["asr_logprob"]
     if row["modality"] == "text" and extra.get("chars"):
         out["chars"] = extra["chars"]
+    if row["modality"] == "video":
+        out.update(_video_json(row))
     return out
+
+
+def _video_json(row: dict) -> dict:
+    """A video item's file: its keyframes (the strip) and its transcript with times (overlapping speech
+    windows hear the same sentence twice: each is listed once)."""
+    parts = row["parts"]
+    frames = [p for p in parts if p["view"] == "frame"]
+    segments: list[dict] = []
+    for p in parts:
+        if p["view"] == "speech":
+            for seg in (row["speech"].get(p["id"]) or {}).get("segments") or []:
+                if WORDS.search(seg.get("text") or "") and not (segments and seg["start"] < segments[-1]["end"] - 0.1):
+                    segments.append({"start": seg["start"], "end": seg["end"], "text": seg["text"].strip()})
+    return {"view": row.get("view"), "duration": (row["extra"] or {}).get("duration") or (frames[-1]["end"] if frames else None),
+            "keyframes": [{"id": p["id"], "start": p["start"], "end": p["end"],
+                           "thumbnail": f"/api/items/{p['id']}/thumbnail"} for p in frames],
+            "segments": segments}
 
 
 def _catalog_counts(engine: Engine) -> dict:
@@ -91,6 +113,9 @@ def stats_json(engine: Engine) -> dict:
                                           "summary": run.summary}
     kept = engine.kept_for_revision("stats", state[1], lambda: _catalog_counts(engine))
     out["items"].update(kept["items"])
+    videos = sum(n for m, n in kept["items"].items() if m.startswith("video-"))
+    if videos:  # the Video tab's count (its segments are counted per index too: video-frame, video-speech)
+        out["items"]["video"] = videos
     out["indexed"] = sum(kept["items"].values()) > 0
     out["files"] = kept["files"]
     out["last_run"] = last

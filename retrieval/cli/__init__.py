@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"weight of the input just before it (default 1, non-zero, |W| <= {MAX_WEIGHT:g})")
     s.add_argument("--vector-file", action="append", metavar="FILE",
                    help="a raw query vector in the index's model space (.npy or a JSON list of numbers)")
-    s.add_argument("--target", default="all", choices=["image", "audio", "text", "all"])
+    s.add_argument("--target", default="all", choices=["image", "audio", "text", "video", "all"])
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--data-dir")
     s.add_argument("--model", help="refuse to run unless the index was built with this model")

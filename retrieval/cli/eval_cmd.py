@@ -8,6 +8,12 @@ mean) against each gallery modality, ranking the whole gallery, re-ranked unless
 ``--no-rerank`` exactly as a search would be (the item's stored tokens are its
 query tokens). Relevant = same label; a query never retrieves itself; queries
 with no relevant gallery row are skipped.
+
+Video rows (``"modality": "video"``, DESIGN's row plus optional ``"start"``/``"end"`` seconds, default
+the whole file) are labelled segments of a video; several rows may name one file. A video row stands
+for the items of its file whose span overlaps its own; as a gallery it is found when a video hit (the
+best moment of its video, :mod:`retrieval.moments`) starts inside its span, so ``q->video`` measures
+finding the right video *and* the right moment; as a query it is its keyframes' mean.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from indexer.pipeline import AddOptions, add
 from indexer.service import service_for
 
 from ..encoders import MODALITIES
+from ..index import INDEX_NAMES
 from ..metrics import summarize
 from ..query import DEFAULT_RERANK_K, Hit, Input, Query
 from ..rerank import RerankOptions
 
 # called per (query row, gallery modality) with the query row and, in rank order, (gallery row, its hit)
 Collector = Callable[[dict, str, list[tuple[dict, Hit]]], None]
+ROW_MODALITIES = (*MODALITIES, "video")
 
 
 def load_manifest(path: Path) -> list[dict]:
@@ -46,8 +54,10 @@ def load_manifest(path: Path) -> list[dict]:
         for key in ("id", "modality", "label"):
             if key not in row:
                 raise ValueError(f"{path}:{n}: missing '{key}'")
-        if row["modality"] not in MODALITIES:
-            raise ValueError(f"{path}:{n}: modality must be one of {', '.join(MODALITIES)}")
+        if row["modality"] not in ROW_MODALITIES:
+            raise ValueError(f"{path}:{n}: modality must be one of {', '.join(ROW_MODALITIES)}")
+        if row["modality"] == "video" and not all(isinstance(row.get(k, 0), (int, float)) for k in ("start", "end")):
+            raise ValueError(f"{path}:{n}: a video row's start and end are seconds")
         if "path" not in row and not (row["modality"] == "text" and "text" in row):
             raise ValueError(f"{path}:{n}: needs 'path' (or 'text' for a text row)")
         if row.get("role", "both") not in ("query", "gallery", "both"):
@@ -88,15 +98,18 @@ def evaluate(manifest: Path, model: str | None, work: Path, rerank: RerankOption
         item_rows: dict[int, list[int]] = defaultdict(list)
         row_items: dict[int, list[int]] = defaultdict(list)
         with catalog.session() as s:
-            for modality in MODALITIES:
-                for ids, _ in repo.iter_embeddings(s, modality):
+            for name in INDEX_NAMES:
+                for ids, _ in repo.iter_embeddings(s, name):
                     meta = repo.item_hits(s, ids.tolist())
                     for iid in ids.tolist():
                         for r in by_path.get(meta[iid]["path"], []):
+                            if rows[r]["modality"] == "video" and not (
+                                    meta[iid]["view"] == "frame" and _overlaps(rows[r], meta[iid])):
+                                continue  # a video row: its own span's keyframes
                             item_rows[iid].append(r)
                             row_items[r].append(iid)
         results: dict[str, dict] = {}
-        present = sorted({rows[r]["modality"] for r in row_items}, key=MODALITIES.index)
+        present = sorted({rows[r]["modality"] for r in row_items}, key=ROW_MODALITIES.index)
         for q_mod in present:
             for g_mod in present:
                 gallery = [r for r in row_items if rows[r]["modality"] == g_mod and rows[r].get("role", "both") != "query"]
@@ -107,13 +120,14 @@ def evaluate(manifest: Path, model: str | None, work: Path, rerank: RerankOption
                     relevant = {g for g in gallery if g != q and rows[g]["label"] == rows[q]["label"]}
                     if not relevant:
                         continue
-                    query = Query((Input("item", tuple(row_items[q])),), target=g_mod, k=indices[g_mod].count,
+                    size = indices["video-frame"].count if g_mod == "video" else indices[g_mod].count
+                    query = Query((Input("item", tuple(row_items[q])),), target=g_mod, k=size,
                                   rerank=rerank is not None, rerank_k=rerank.k if rerank else DEFAULT_RERANK_K,
                                   rerank_weight=rerank.weight if rerank else None, details=False)
                     hits = service.search(query).hits
                     order, seen = [], set()
                     for h in hits:
-                        for r in item_rows.get(h.id, []):
+                        for r in _rows_of_hit(h, item_rows, rows, by_path, meta_of=service.port.items):
                             if r in gallery_set and r != q and r not in seen:
                                 seen.add(r)
                                 order.append((r, h))
@@ -126,6 +140,22 @@ def evaluate(manifest: Path, model: str | None, work: Path, rerank: RerankOption
     finally:
         catalog.close()
     return results
+
+
+def _overlaps(row: dict, item: dict) -> bool:
+    a, b = float(row.get("start", 0.0)), float(row.get("end", float("inf")))
+    return item["start"] is not None and item["start"] < b and item["end"] > a
+
+
+def _rows_of_hit(h: Hit, item_rows: dict[int, list[int]], rows: list[dict], by_path: dict[str, list[int]],
+                 meta_of: Callable) -> list[int]:
+    """The manifest rows a hit stands for: its item's; a video moment's: the rows of its file whose span holds
+    the moment's start."""
+    if h.modality != "video" or h.start is None:
+        return item_rows.get(h.id, [])
+    path = meta_of([h.id]).get(h.id, {}).get("path")
+    return [r for r in by_path.get(path, []) if float(rows[r].get("start", 0.0)) <= h.start + 1e-6
+            < float(rows[r].get("end", float("inf")))]
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -410,7 +410,7 @@ function render(data, append, ms) {
   moreButton.hidden = !data.has_more;
   const shown = results.children.length;
   if (!shown) {
-    const where = { all: "anything", image: "images", audio: "audio", text: "text" }[data.target];
+    const where = { all: "anything", image: "images", audio: "audio", text: "text", video: "videos" }[data.target];
     const none = state.stats && data.target !== "all" && !state.stats.items[data.target];
     say(none ? `No ${where} is indexed.` : `Nothing found in ${where}.`, "info",
       none ? "Switch to All, or index some with `python -m indexer add PATH`." : "Try other words, or switch to All.");
@@ -424,13 +424,18 @@ function render(data, append, ms) {
 function hitCard(hit) {
   const page = `/items/${hit.id}`;
   const li = el("li", { class: `card hit ${hit.modality}`, "data-id": hit.id, "data-modality": hit.modality, "data-path": hit.path });
+  if (hit.modality === "video") { // the keyframe of the matched second
+    li.append(el("a", { class: "thumb", href: page + (hit.start ? `?t=${hit.start}` : ""), tabindex: "-1", "aria-hidden": "true" },
+      el("img", { src: `/api/items/${hit.id}/thumbnail`, alt: `${hit.name} at ${clock(hit.start)}`, loading: "lazy", decoding: "async" })));
+  }
   if (hit.modality === "image") {
     const thumb = `/api/items/${hit.id}/thumbnail`;
     li.append(el("a", { class: "thumb", href: page, tabindex: "-1", "aria-hidden": "true" },
       el("img", { src: `${thumb}?size=256`, srcset: `${thumb}?size=256 1x, ${thumb}?size=512 2x`, alt: hit.name, loading: "lazy", decoding: "async" })));
   }
   const body = el("div", { class: "body" });
-  const when = hit.start !== undefined && hit.modality === "audio" ? el("span", { class: "when", text: `${clock(hit.start)}–${clock(hit.end)}` }) : null;
+  const when = hit.start !== undefined && (hit.modality === "audio" || hit.modality === "video") ? el("span", { class: "when", text: `${clock(hit.start)}–${clock(hit.end)}` }) : null;
+  const view = hit.view ? el("span", { class: `badge badge-view`, title: "What matched: what is shown, what is said, or both", text: { frame: "shown", speech: "said", both: "shown + said" }[hit.view] }) : null;
   const pct = Math.max(0, Math.min(100, Math.round(hit.score * 100)));
   const fill = el("span");
   fill.style.width = `${pct}%`; // CSSOM, allowed by the page's CSP (inline style attributes are not)
@@ -438,11 +443,18 @@ function hitCard(hit) {
     el("a", { class: "name", href: page + (hit.start ? `?t=${hit.start}` : ""), title: hit.path }, markedText(hit.name, hit.name_marks)),
     el("div", { class: "meta" },
       el("span", { class: `badge badge-${hit.modality}`, text: hit.modality }),
-      when,
+      when, view,
       el("span", { class: "score", title: hit.ranks ? "Fused rank score (reciprocal rank fusion of meaning and keywords)" : `Relevance, comparable across tabs and query kinds (similarity ${hit.similarity.toFixed(3)})` },
         el("span", { class: "scorebar", "aria-hidden": "true" }, fill),
         el("span", { class: "value", text: hit.score.toFixed(3) }))),
   );
+  if (hit.modality === "video") { // a player that starts at the matched second (#t= and, once loaded, currentTime)
+    const start = hit.start || 0;
+    const video = el("video", { controls: true, preload: "metadata", playsinline: true, class: "hit-video",
+      src: `/api/items/${hit.id}/media#t=${start}`, "aria-label": `Play ${hit.name} from ${clock(start)}` });
+    video.addEventListener("loadedmetadata", () => { if (Math.abs(video.currentTime - start) > 0.5) video.currentTime = start; }, { once: true });
+    body.append(video);
+  }
   if (hit.modality === "audio") {
     const start = hit.start || 0;
     const audio = el("audio", { controls: true, preload: "none", src: `/api/items/${hit.id}/media#t=${start}`, "aria-label": `Play ${hit.name} from ${clock(start)}` });
@@ -508,7 +520,7 @@ async function welcome() {
     say("");
     return;
   }
-  const parts = [["image", "images"], ["audio", "audio segments"], ["text", "text passages"]]
+  const parts = [["image", "images"], ["audio", "audio segments"], ["text", "text passages"], ["video", "video segments"]]
     .filter(([m]) => stats.items[m]).map(([m, label]) => `${stats.items[m].toLocaleString()} ${label}`);
   const canImage = (stats.modalities || []).includes("image");
   results.replaceChildren(el("li", { class: "empty" },
