@@ -44,6 +44,17 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def schema_versions(engine: Engine) -> tuple[str | None, str]:
+    """(the catalog's Alembic revision or None, the head revision this code needs) — read only."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, str(head)
+
+
 def upgrade_to_head(engine: Engine) -> None:
     """Run Alembic migrations up to head on ``engine``, atomically.
 

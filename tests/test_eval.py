@@ -35,6 +35,6 @@ def test_eval_reports_every_modality_pair(tmp_path):
 
 def test_eval_rejects_bad_manifest(tmp_path):
     manifest = tmp_path / "bad.jsonl"
-    manifest.write_text('{"id": "x", "modality": "video", "path": "a.mp4", "label": "y"}\n')
+    manifest.write_text('{"id": "x", "modality": "smell", "path": "a.bin", "label": "y"}\n')
     proc = run_cli("retrieval", "eval", "--manifest", str(manifest), check=False)
     assert proc.returncode == 2 and "bad.jsonl:1" in proc.stderr and "modality" in proc.stderr

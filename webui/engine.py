@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import repository as repo
 from indexer.catalog import Catalog
+from indexer.db import schema_versions
 from indexer.service import service_for
 from retrieval import decoders
 from retrieval.encoders import Model
@@ -60,6 +61,11 @@ class NotIndexedError(ApiError):
     code = "not_indexed"
 
 
+class CatalogOutdatedError(ApiError):
+    status = 503
+    code = "catalog_outdated"
+
+
 class Engine:
     def __init__(self, data_dir: Path, database_url: str | None = None, reload_check_s: float = 2.0) -> None:
         self.data_dir = Path(data_dir)
@@ -83,8 +89,21 @@ class Engine:
             with self._catalog_lock:
                 if self._catalog is None:
                     # never migrate from the web app: the indexer owns the schema
-                    self._catalog = Catalog(self.data_dir, migrate=False, database_url=self.database_url)
+                    catalog = Catalog(self.data_dir, migrate=False, database_url=self.database_url)
+                    self._check_schema(catalog)
+                    self._catalog = catalog
         return self._catalog
+
+    def _check_schema(self, catalog: Catalog) -> None:
+        """A catalog made by an older version lacks tables or columns the queries read: say so, with the fix,
+        instead of failing each query on a missing column. (An empty database file has no version yet.)"""
+        current, head = schema_versions(catalog.engine)
+        if current is not None and current != head and current < head:
+            catalog.engine.dispose()
+            raise CatalogOutdatedError(
+                f"the catalog in {self.data_dir} was made by an older version of the indexer (schema {current}, "
+                f"this version reads {head}); run `python -m indexer add PATH --data-dir {self.data_dir}` once "
+                "(it upgrades the database and keeps what is indexed), then reload")
 
     def session(self):
         cat = self.catalog()
