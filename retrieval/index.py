@@ -28,7 +28,8 @@ page cache and several gunicorn workers share one copy instead of each holding i
 
 Never mapped: ``IndexIDMap2``'s id map and its reverse map (built at load, ~50 B per vector of private memory).
 A faiss without ``IO_FLAG_MMAP_IFC``, or a file it cannot map, falls back to a normal read
-(``VectorIndex.mapped`` says which). A mapped index is read-only: faiss aborts the process on a write into a
+(``VectorIndex.mapped`` says which); ``RETRIEVAL_INDEX_MMAP=0`` in the environment turns mapping off (every
+reader copies the index into its own memory, as before; e.g. for an index on a slow network file system). A mapped index is read-only: faiss aborts the process on a write into a
 mapped vector, so :meth:`VectorIndex.add` and :meth:`VectorIndex.remove` refuse it with
 :class:`ReadOnlyIndexError` first; the indexer (the one writer) loads ordinary copies. Saves replace the file by
 rename, never in place, so a mapping of the old file stays valid (its inode lives until the last mapping goes)
@@ -379,11 +380,12 @@ def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: i
 
 
 MMAP_FLAG = getattr(faiss, "IO_FLAG_MMAP_IFC", None)  # absent from older faiss builds: normal reads there
+MMAP_ENV = "RETRIEVAL_INDEX_MMAP"  # "0": never map (read-only loads copy the file, as writable ones do)
 
 
 def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
     """(index, whether it is memory-mapped)."""
-    if mmap and MMAP_FLAG is not None:
+    if mmap and MMAP_FLAG is not None and os.environ.get(MMAP_ENV, "1") != "0":
         try:
             return faiss.read_index(str(path), MMAP_FLAG), True
         except RuntimeError as exc:  # e.g. a file system without mmap: a private copy still serves
