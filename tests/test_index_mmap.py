@@ -201,3 +201,13 @@ def test_metadata_of_a_page_of_hits_is_one_batched_read(tmp_path, backend):
             assert len(counts[3]) == len(counts[30]) == len(counts[120]) <= 2, counts
     finally:
         drop()
+
+
+def test_mapping_can_be_turned_off(tmp_path, data, monkeypatch):
+    ids, x, q = data
+    VectorIndex.build(ids[:100], x[:100], model="m", checksums={}, dim=64, factory="Flat").save(tmp_path)
+    monkeypatch.setenv("RETRIEVAL_INDEX_MMAP", "0")
+    copied = VectorIndex.load(tmp_path, mmap=True)
+    assert not copied.mapped
+    copied.add(ids[100:101], x[100:101])  # an ordinary copy: writable
+    assert copied.count == 101
