@@ -1,7 +1,7 @@
 """End-to-end indexing throughput against the raw towers, per modality; prints (and writes) JSON.
 
     nice -n 19 .venv/bin/python bench/indexing_throughput.py [--notes 2000] [--images 1000] \\
-        [--model NAME] [--executor local|ray] [--out bench/results-indexing-throughput.json]
+        [--model NAME] [--executor local|ray] [--baseline REV] [--out bench/results-indexing-throughput.json]
 
 For each modality a folder of generated files (notes: 40 random words; images: 128x128 random
 PNGs, as in ``bench/indexing.py``) is indexed by the real ``python -m indexer add --json`` into a
@@ -15,7 +15,10 @@ out) is compared, in the same run, with the raw tower on the same decoded inputs
 
 The raw towers are measured before and after the end-to-end run (the spread shows how noisy a shared
 machine is); ``ratio`` = end-to-end ÷ mean ``raw_encode``; the issue's target is >= 0.8 for images and
-notes. ``ratio_vs_encode_and_tokens`` compares with the work indexing cannot skip.
+notes. ``ratio_vs_encode_and_tokens`` compares with the work indexing cannot skip (before the
+single-pass encoders, indexing ran both). ``--baseline REV`` also indexes each folder with the code
+of git revision REV (extracted by ``git archive``, same interpreter and venv), between the two raw
+measurements: ``end_to_end_baseline`` and ``*_baseline`` ratios are the "before" of the same run.
 """
 
 from __future__ import annotations
@@ -63,7 +66,21 @@ def _raw(model_name: str | None, modality: str, folder: Path, batch_size: int) -
     return out
 
 
-def _end_to_end(folder: Path, data: Path, args: argparse.Namespace) -> dict:
+def _checkout(rev: str, dest: Path) -> Path:
+    """The tree of ``rev`` (``git archive``) in ``dest``: the "before" code, run by the same interpreter and venv."""
+    import subprocess
+    import tarfile
+
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=REPO, capture_output=True, check=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def _end_to_end(folder: Path, data: Path, args: argparse.Namespace, code: Path = REPO) -> dict:
     import subprocess
 
     cmd = [sys.executable, "-m", "indexer", "add", str(folder), "--data-dir", str(data), "--json", "--quiet",
@@ -71,7 +88,8 @@ def _end_to_end(folder: Path, data: Path, args: argparse.Namespace) -> dict:
     if args.model:
         cmd += ["--model", args.model]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+    proc = subprocess.run(cmd, cwd=code, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(code)})
     wall = time.perf_counter() - t
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     timings = summary["timings"]
@@ -88,10 +106,20 @@ def main() -> None:
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--baseline", metavar="REV", default=None,
+                    help="also index each folder with the code of git revision REV (before/after in one run)")
     args = ap.parse_args()
     result: dict = {"cpus": os.cpu_count(), "executor": args.executor, "batch_size": args.batch_size,
                     "model": args.model or "default", "load_average_at_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
+        baseline = _checkout(args.baseline, Path(tmp) / "baseline") if args.baseline else None
+        if args.baseline:
+            import subprocess
+
+            result["baseline"] = subprocess.run(["git", "rev-parse", args.baseline], cwd=REPO, capture_output=True,
+                                                text=True, check=True).stdout.strip()
+            result["current"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                               text=True, check=True).stdout.strip()
         for modality, notes, images in (("text", args.notes, 0), ("image", 0, args.images)):
             if not (notes or images):
                 continue
@@ -99,13 +127,18 @@ def main() -> None:
             _make_folder(folder, notes, images)
             # raw before and after the end-to-end run: on a shared machine the spread shows the noise
             before = _raw(args.model, modality, folder, args.batch_size)
+            old = _end_to_end(folder, Path(tmp) / f"{modality}-data-baseline", args, baseline) if baseline else None
             e2e = _end_to_end(folder, Path(tmp) / f"{modality}-data", args)
             after = _raw(args.model, modality, folder, args.batch_size)
             entry = {"end_to_end": e2e, "raw_before": before, "raw_after": after}
+            if old is not None:
+                entry["end_to_end_baseline"] = old
             for key, ratio in (("raw_encode", "ratio"), ("raw_encode_and_tokens", "ratio_vs_encode_and_tokens")):
                 if key in before:
                     mean = (before[key]["items_per_s"] + after[key]["items_per_s"]) / 2
                     entry[ratio] = round(e2e["files_per_s"] / mean, 3)
+                    if old is not None:
+                        entry[ratio + "_baseline"] = round(old["files_per_s"] / mean, 3)
             result["notes" if modality == "text" else "images"] = entry
     result["load_average_at_end"] = os.getloadavg()[0]
     text = json.dumps(result, indent=2)

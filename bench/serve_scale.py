@@ -11,8 +11,8 @@ centres, which looks more like real embeddings). Queries are distinct random uni
 perturbed stored vectors), so nothing is served from a cache; the files do not exist (metadata only).
 
 It then starts the real ``python -m webui`` and measures, with a bounded loop of keep-alive connections on
-127.0.0.1: p50/p99 latency, requests/s, server ÷ raw p50, RSS per gunicorn worker, recall@10 of the index
-against exact search. Not yet here (issue 14): clip-retrieval's own ``clip back`` on the same data, 32 clients.
+127.0.0.1: p50/p99 latency, requests/s, server ÷ raw p50, memory per gunicorn worker (RssAnon: private; RssFile: the memory-mapped index, shared by the
+workers; Pss: each shared page divided among its processes), recall@10 of the index against exact search. Not yet here (issue 14): clip-retrieval's own ``clip back`` on the same data, 32 clients.
 
     .venv/bin/python bench/serve_scale.py --items 100000 --out bench/results-serve-scale-100k.json
 """
@@ -175,18 +175,36 @@ def http_level(port: int, path: str, bodies: list[bytes], k: int, clients: int) 
     return summary(latencies, time.perf_counter() - t0, errors, clients)
 
 
-def worker_rss_mb(arbiter: int) -> list[float]:
+def worker_memory_mb(arbiter: int) -> list[dict]:
+    """Per gunicorn worker: VmRSS split into RssAnon (private: the model, id maps, caches) and RssFile (mapped
+    files: the memory-mapped indices, shared by every worker through the page cache), and Pss (RSS with each
+    shared page divided among the processes mapping it: what one worker really costs)."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == arbiter:
-                status = (stat.parent / "status").read_text()
-                kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
-                out.append(round(kb / 1024, 1))
-        except (OSError, ValueError, StopIteration, IndexError):
+            if int(fields[1]) != arbiter:
+                continue
+            status = dict(line.split(":", 1) for line in (stat.parent / "status").read_text().splitlines() if ":" in line)
+            row = {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem")}
+            rollup = (stat.parent / "smaps_rollup").read_text().splitlines()
+            pss = next((line for line in rollup if line.startswith("Pss:")), None)
+            if pss:
+                row["Pss"] = round(int(pss.split()[1]) / 1024, 1)
+            out.append(row)
+        except (OSError, ValueError, KeyError, IndexError):
             continue
-    return sorted(out)
+    return sorted(out, key=lambda r: r["VmRSS"])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """A loaded machine may take long to stop gunicorn: never lose the result for it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> int:
@@ -201,6 +219,8 @@ def main() -> int:
     p.add_argument("--ks", type=int, nargs="+", default=[10, 100])
     p.add_argument("--requests", type=int, default=200, help="requests per measured level")
     p.add_argument("--out", type=Path)
+    p.add_argument("--no-copy-baseline", dest="copy_baseline", action="store_false",
+                   help="skip the second server that copies the index into each worker (memory comparison)")
     args = p.parse_args()
 
     from retrieval.index import VectorIndex, exact_search
@@ -216,7 +236,7 @@ def main() -> int:
             built = build(data_dir, args.generator, args.items, args.items_per_file)
             info.write_text(json.dumps(built))
         log(f"built: {built}")
-        index = VectorIndex.load(data_dir / "index" / "text")
+        index = VectorIndex.load(data_dir / "index" / "text", mmap=True)  # as the server's workers load it
         stored = index.vectors(index.ids()[:: max(1, index.count // 20000)])
         levels_needed = 1 + 3 * len(args.ks) * len(args.clients)  # raw + 3 routes x ks x clients (+ 3 warm-ups of 20)
         qs = queries(args.generator, args.requests * levels_needed + 200, stored)
@@ -255,13 +275,35 @@ def main() -> int:
                     level["server_over_raw_p50"] = round(level["p50_ms"] / max(raw_level_["p50_ms"], 1e-3), 2)
                 server.setdefault(kind, {})[f"k={k}"] = levels
                 log(f"{kind} k={k}: {json.dumps(levels)}")
+        memory = worker_memory_mb(proc.pid)
+        log(f"memory per worker (MB): {json.dumps(memory)}")
+        copied = None
+        if args.copy_baseline:  # the same server and warm-up with every worker copying the index (as before mmap)
+            _stop(proc)
+            os.environ["RETRIEVAL_INDEX_MMAP"] = "0"
+            try:
+                proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / "server-copy.log")
+            finally:
+                os.environ.pop("RETRIEVAL_INDEX_MMAP")
+            port = int(url.rsplit(":", 1)[1])
+            for kind in routes:
+                http_level(port, routes[kind], bodies(kind, 10, 20), 10, args.workers * 2)
+            copied = worker_memory_mb(proc.pid)
+            log(f"memory per worker, index copied (MB): {json.dumps(copied)}")
         result = {
             "benchmark": "serve_scale: raw VectorIndex.search vs POST /api/search (vector, text) and /knn-service "
                          "(embedding_input) on synthetic vectors written through the repository API",
             "data": {**built, "dim": DIM, "count": index.count, "factory": index.manifest.factory,
                      "recall@10_vs_exact": round(recall, 4)},
             "server": {"command": f"python -m webui --workers {args.workers} --threads {args.threads}",
-                       "rss_mb_per_worker": worker_rss_mb(proc.pid)},
+                       "rss_mb_per_worker": [w["VmRSS"] for w in memory],
+                       "memory_mb_per_worker": memory,
+                       "index_file_mb": round((data_dir / "index" / "text" / "index.faiss").stat().st_size / 2**20, 1),
+                       "index_mapped_here": index.mapped,  # the workers load it the same way (webui.engine)
+                       "memory_mb_per_worker_index_copied": copied,
+                       "memory_note": "memory_mb_per_worker: after the measured levels, indices memory-mapped (the "
+                                      "default); _index_copied: a second server on the same data with "
+                                      "RETRIEVAL_INDEX_MMAP=0, after the same warm-up (20 requests per route)"},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "load_avg_1m_before": load_before, "load_avg_1m_after": round(os.getloadavg()[0], 2)},
             "raw_index_search": raw, "http": server,
@@ -270,13 +312,8 @@ def main() -> int:
             "total_errors": sum(level["errors"] for kinds in server.values() for ls in kinds.values() for level in ls),
         }
     finally:
-        if proc is not None:  # a loaded machine may take long to stop gunicorn: never lose the result for it
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            _stop(proc)
         if args.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(result, indent=2)

@@ -86,13 +86,15 @@ class Catalog:
         return manifest.revision == revision and (self.index_dir(modality) / "index.faiss").is_file()
 
     def fresh_indices(self, factory: str | None = None, force: bool = False, save: bool = True,
-                      load: Callable[[str], VectorIndex] | None = None) -> dict[str, VectorIndex]:
+                      load: Callable[[str], VectorIndex] | None = None, mmap: bool = False) -> dict[str, VectorIndex]:
         """Load every modality's index, rebuilding stale ones from the DB with ``factory`` (None: the one the
         user chose earlier, else by size; see :meth:`rebuild_index`) and saving them unless ``save`` is
         False: readers that do not hold the writer lock, like the web app and a search, rebuild in memory).
 
         ``load(modality)`` reads a fresh saved index (default :meth:`VectorIndex.load` of its folder); a
-        long-running reader passes one that keeps the index it already has when the file did not change."""
+        long-running reader passes one that keeps the index it already has when the file did not change.
+        ``mmap``: saved indices are memory-mapped, read-only (:meth:`VectorIndex.load`): for readers only; the
+        indexer, which adds to what it loads, keeps the default."""
         model, checksums, revision = self.state()
         if model is None:
             return {}
@@ -104,7 +106,8 @@ class Catalog:
                 continue
             if not force and self.index_is_fresh(modality, revision):
                 try:
-                    out[modality] = load(modality) if load else VectorIndex.load(self.index_dir(modality))
+                    out[modality] = (load(modality) if load else
+                                     VectorIndex.load(self.index_dir(modality), mmap=mmap))
                     continue
                 except (OSError, RuntimeError, ValueError) as exc:  # replaced while we read it
                     log.warning("reading the %s index failed (%s); rebuilding it", modality, exc)

@@ -31,6 +31,7 @@ from typing import Sequence
 
 from retrieval import decoders
 from retrieval.encoders import DEFAULT_MODEL, Model, canonical_name, create_model
+from retrieval.encoders.base import Encoded
 from retrieval.tokens import item_views, model_has_tokens
 
 from . import repository as repo
@@ -141,18 +142,20 @@ def encode_units(model: Model, batch: Sequence[Decoded]) -> None:
 
 
 def _encode(model: Model, modality: str, units: list[Unit], tokens: bool = True) -> None:
-    """Vectors of ``units`` by the ``modality`` tower; token views too when ``tokens`` (not video segments:
-    the re-ranker was not trained on them) and the model has them."""
-    _encode_vectors(model, modality, units)
-    if tokens and model_has_tokens(model, modality):
-        views = item_views(model, modality, [u.payload for u in units], [u.content for u in units],
-                           [u.source for u in units])
-        for u, v in zip(units, views):
-            u.views = v
+    """Vectors, notes and token views when ``tokens`` (not video segments: the re-ranker was not trained on
+    them) and the model has them; one forward pass gives vectors and tokens."""
+    payloads = [u.payload for u in units]
+    if not (tokens and model_has_tokens(model, modality)):
+        _set_vectors(units, model.tower(modality).encode_with_notes(payloads))
+        return
+    enc, own = model.encode_with_tokens(modality, payloads)
+    _set_vectors(units, enc)  # first: an audio unit's transcript (its content) becomes a view
+    views = item_views(model, modality, payloads, [u.content for u in units], [u.source for u in units], own=own)
+    for u, v in zip(units, views):
+        u.views = v
 
 
-def _encode_vectors(model: Model, modality: str, units: list[Unit]) -> None:
-    enc = model.tower(modality).encode_with_notes([u.payload for u in units])
+def _set_vectors(units: list[Unit], enc: Encoded) -> None:
     for u, vec, note in zip(units, enc.vectors, enc.notes):
         u.vector = vec
         if note:

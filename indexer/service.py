@@ -59,6 +59,6 @@ def open_service(data_dir: Path, model: str | None = None, database_url: str | N
     catalog = Catalog(data_dir, database_url=database_url)
     try:
         revision = catalog.state()[2]
-        yield service_for(catalog, catalog.fresh_indices(save=False), revision, model)
+        yield service_for(catalog, catalog.fresh_indices(save=False, mmap=True), revision, model)
     finally:
         catalog.close()

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from retrieval.encoders import Model
-from retrieval.index import VectorIndex, choose_factory, resolve_factory
+from retrieval.index import VectorIndex, choose_factory, resolve_factory, write_manifest
 
 from . import repository as repo
 from .catalog import Catalog
@@ -248,8 +248,19 @@ class Writer:
             self._index(modality).add(np.asarray(ids, np.int64), np.stack(vecs))
 
     def save(self) -> None:
+        """Write the indices that changed since they were saved; an unchanged one whose saved file is fresh keeps
+        its file (only its manifest is rewritten if it differs): rewriting it would give readers a new file to
+        load and map for the same vectors, and cost a full write of a large index."""
         saved = {m: i for m, i in self.indices.items() if m not in self.needs_rebuild}
-        self.catalog.save_indices(saved, self.revision)
+        changed = {m: i for m, i in saved.items()
+                   if m in self.dirty or not self.catalog.index_is_fresh(m, self.revision)}
+        self.catalog.save_indices(changed, self.revision)
+        for modality, index in saved.items():
+            if modality not in changed:
+                index.manifest.revision = self.revision
+                index.manifest.count = index.count
+                if self.catalog.saved_manifest(modality) != index.manifest:
+                    write_manifest(self.catalog.index_dir(modality), index.manifest)
         self.dirty -= set(saved)
 
     def finish(self) -> None:

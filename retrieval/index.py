@@ -14,11 +14,32 @@ the caller rebuilds from the stored embeddings.
 
 When faiss sees a GPU (faiss-gpu builds), search runs on it; the saved file is
 always the CPU form.
+
+**Memory-mapped loading** (``VectorIndex.load(folder, mmap=True)``, what read-only consumers use: web workers,
+``retrieval search``): the file is read with ``faiss.IO_FLAG_MMAP_IFC``, so the bulk of the index stays in the
+page cache and several gunicorn workers share one copy instead of each holding its own. What faiss 1.15.1 maps
+(checked per kind in ``tests/test_index_mmap.py``, RSS measured there):
+
+* ``Flat``, ``SQfp16``/``SQ8`` (``IndexFlatCodes``): the codes — everything but the id map;
+* ``PQ{m}x4fs,RFlat`` (``auto`` above 200k): the exact re-scoring vectors (the ``RFlat`` part, ~94% of the
+  file at 384-d); the fast-scan PQ codes (an ``AlignedTable``, dim/2 bytes per vector) are copied;
+* ``HNSW``: the neighbour lists and the stored vectors; levels/offsets (~12 B per vector) are copied;
+* ``IVF…``: the inverted lists' codes and ids (``ArrayInvertedLists``); centroids are copied.
+
+Never mapped: ``IndexIDMap2``'s id map and its reverse map (built at load, ~50 B per vector of private memory).
+A faiss without ``IO_FLAG_MMAP_IFC``, or a file it cannot map, falls back to a normal read
+(``VectorIndex.mapped`` says which); ``RETRIEVAL_INDEX_MMAP=0`` in the environment turns mapping off (every
+reader copies the index into its own memory, as before; e.g. for an index on a slow network file system). A mapped index is read-only: faiss aborts the process on a write into a
+mapped vector, so :meth:`VectorIndex.add` and :meth:`VectorIndex.remove` refuse it with
+:class:`ReadOnlyIndexError` first; the indexer (the one writer) loads ordinary copies. Saves replace the file by
+rename, never in place, so a mapping of the old file stays valid (its inode lives until the last mapping goes)
+and the next load maps the new file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -27,6 +48,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 VIDEO_INDICES = ("video-frame", "video-speech")  # a video's keyframes and speech windows (retrieval.video)
 INDEX_NAMES = ("image", "audio", "text", *VIDEO_INDICES)  # one FAISS index each, in data-dir/index/<name>
@@ -40,6 +63,10 @@ REFERENCE_SAMPLE = 2048  # vectors kept to calibrate multi-input scores (retriev
 
 class IndexMismatchError(RuntimeError):
     """The saved index was built with another model or dimension than asked for."""
+
+
+class ReadOnlyIndexError(RuntimeError):
+    """A memory-mapped index cannot be changed (load it with ``mmap=False`` to write)."""
 
 
 @dataclass
@@ -124,9 +151,10 @@ def _supports_remove(factory: str) -> bool:
 class VectorIndex:
     """A FAISS index of unit vectors keyed by int64 ids."""
 
-    def __init__(self, manifest: IndexManifest, index: faiss.Index | None = None) -> None:
+    def __init__(self, manifest: IndexManifest, index: faiss.Index | None = None, mapped: bool = False) -> None:
         self.manifest = manifest
         self._cpu = index if index is not None else self._empty(manifest.factory, manifest.dim)
+        self.mapped = mapped  # read with IO_FLAG_MMAP_IFC: its codes live in the file's pages (read-only)
         self._gpu: faiss.Index | None = None
         self._reference: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -198,9 +226,16 @@ class VectorIndex:
     def is_trained(self) -> bool:
         return bool(self._cpu.is_trained)
 
+    def _check_writable(self) -> None:
+        if self.mapped:
+            raise ReadOnlyIndexError(
+                f"the {(self.manifest.modality + ' ') if self.manifest.modality else ''}index is memory-mapped "
+                "(read-only); load it with VectorIndex.load(folder, mmap=False) to change it")
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
+        self._check_writable()
         if not self._cpu.is_trained:
             raise RuntimeError(
                 f"index '{self.manifest.factory}' is not trained; rebuild it with VectorIndex.build"
@@ -215,6 +250,7 @@ class VectorIndex:
             return 0
         if not self.supports_remove:
             raise NotImplementedError(f"factory '{self.manifest.factory}' cannot remove ids; rebuild instead")
+        self._check_writable()
         with self._lock:
             removed = self._cpu.remove_ids(np.asarray(ids, dtype=np.int64))
         self._gpu = self._reference = None
@@ -288,14 +324,16 @@ class VectorIndex:
         _write_json_atomic(folder / MANIFEST_NAME, asdict(self.manifest))
 
     @classmethod
-    def load(cls, folder: Path) -> "VectorIndex":
+    def load(cls, folder: Path, mmap: bool = False) -> "VectorIndex":
+        """The saved index in ``folder``; ``mmap``: memory-mapped and read-only (see the module docstring), for
+        processes that only search; falls back to a normal read where faiss cannot map the file."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         index_path = folder / INDEX_NAME
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} is missing; run `python -m indexer rebuild`")
-        index = faiss.read_index(str(index_path))
-        vi = cls(manifest, index)
+        index, mapped = _read_index(index_path, mmap)
+        vi = cls(manifest, index, mapped=mapped)
         vi._tune()
         return vi
 
@@ -341,6 +379,20 @@ def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: i
     flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
     scores, pos = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return scores, np.where(pos >= 0, np.asarray(ids)[pos], -1)
+
+
+MMAP_FLAG = getattr(faiss, "IO_FLAG_MMAP_IFC", None)  # absent from older faiss builds: normal reads there
+MMAP_ENV = "RETRIEVAL_INDEX_MMAP"  # "0": never map (read-only loads copy the file, as writable ones do)
+
+
+def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
+    """(index, whether it is memory-mapped)."""
+    if mmap and MMAP_FLAG is not None and os.environ.get(MMAP_ENV, "1") != "0":
+        try:
+            return faiss.read_index(str(path), MMAP_FLAG), True
+        except RuntimeError as exc:  # e.g. a file system without mmap: a private copy still serves
+            log.warning("cannot memory-map %s (%s); reading it into memory", path, exc)
+    return faiss.read_index(str(path)), False
 
 
 def _training_sample(vectors: np.ndarray, factory: str) -> np.ndarray:

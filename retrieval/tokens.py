@@ -53,16 +53,19 @@ def model_has_tokens(model: Model, modality: str) -> bool:
 
 
 def item_views(model: Model, modality: str, payloads: Sequence[Any], contents: Sequence[str | None],
-               paths: Sequence[str]) -> list[Views]:
-    """Views of freshly encoded items: the modality's own tokens plus name/transcript views when they have words."""
-    own = model.encode_tokens(modality, payloads)
+               paths: Sequence[str], own: Sequence[np.ndarray] | None = None) -> list[Views]:
+    """Views of freshly encoded items: the modality's own tokens (``own`` when the caller computed them with
+    the vectors, :meth:`Tower.encode_with_tokens`) plus name/transcript views when they have words; the text
+    tower is not touched (nor loaded) when none has words."""
+    if own is None:
+        own = model.encode_tokens(modality, payloads)
     main = QUERY_VIEW[modality]
     views: list[Views] = [{main: t} for t in own]
     extra_name = {"image": "name", "audio": "transcript"}.get(modality)
     if extra_name:
         words = [name_words(p) if modality == "image" else (c or "").strip() for p, c in zip(paths, contents)]
         todo = [i for i, w in enumerate(words) if w]
-        for i, t in zip(todo, model.encode_tokens("text", [words[i] for i in todo])):
+        for i, t in zip(todo, model.encode_tokens("text", [words[i] for i in todo]) if todo else []):
             views[i][extra_name] = t
     return views
 

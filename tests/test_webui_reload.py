@@ -26,6 +26,9 @@ def test_only_the_changed_modality_is_reloaded_and_nothing_is_rebuilt(tmp_path, 
     assert client.post("/api/search", json={"text": "garden", "k": 1}).status_code == 200
     first = engine.snapshot().service.searcher.indices
     assert engine.reloads == {"loaded": 2, "kept": 0, "rebuilt": 0}
+    assert first["image"].mapped and first["text"].mapped  # workers share the files' pages (issue 14 part 3)
+    image_file = data / "index" / "image" / "index.faiss"
+    image_inode = image_file.stat().st_ino
 
     for n in range(3):  # three runs that only add notes
         (archive / "notes" / f"note{n}.txt").write_text(f"Note number {n} about the lighthouse keeper.")
@@ -34,6 +37,7 @@ def test_only_the_changed_modality_is_reloaded_and_nothing_is_rebuilt(tmp_path, 
         assert hits[0]["name"] == f"note{n}.txt"
     now = engine.snapshot().service.searcher.indices
     assert now["image"] is first["image"], "the unchanged image index was reloaded"
+    assert image_file.stat().st_ino == image_inode, "runs that only add notes rewrote the image index file"
     assert now["text"] is not first["text"] and now["text"].count == 4
     assert engine.reloads == {"loaded": 2 + 3, "kept": 3, "rebuilt": 0}
 

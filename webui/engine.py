@@ -13,7 +13,10 @@ After a new indexer run (the catalog's revision changes) the indices are
 reloaded on the next request, per modality: a saved index whose file did not
 change keeps its loaded object, a fresh saved one is loaded, and only one that
 lags the catalog is rebuilt (``Engine.reloads`` counts each); requests in flight
-keep the snapshot they started with. Searching itself — encoding, fusion, re-ranking, calibration, hybrid
+keep the snapshot they started with. Saved indices are memory-mapped read-only
+(:meth:`VectorIndex.load` with ``mmap=True``): the workers of one server share the file's pages instead of
+each holding a copy; the indexer replaces index files by rename, so a snapshot still in use keeps reading
+the old file's pages while the next reload maps the new one. Searching itself — encoding, fusion, re-ranking, calibration, hybrid
 keywords, excerpts — is the library's query API (:mod:`retrieval.service`);
 this module only hands it a snapshot.
 """
@@ -202,25 +205,33 @@ class Engine:
 
 
 class _IndexFiles:
-    """Saved indices this process has loaded, by modality: a file that did not change (same bytes, e.g. re-saved
-    by an indexer run that only touched other modalities) keeps its loaded index object; a new one is loaded."""
+    """Saved indices this process has loaded (memory-mapped), by modality: a file that did not change keeps its
+    loaded index object; a new one is loaded. A file's identity includes its inode: a save is a rename onto the
+    path, so a new file is never mistaken for the one already mapped. A new file with the same bytes keeps an
+    index that is *not* mapped (a fallback read: reloading it would copy the file again); a mapped one maps the
+    new file instead, since mapping costs less than hashing the file would, and keeping the old, deleted inode
+    would leave workers loaded at different times on different page-cache copies."""
 
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = counts
-        self._kept: dict[str, tuple[tuple[int, int], str, VectorIndex]] = {}
+        self._kept: dict[str, tuple[tuple[int, ...], str | None, VectorIndex]] = {}
 
     def load(self, folder: Path, modality: str) -> VectorIndex:
         path = folder / INDEX_NAME
         stat = path.stat()
-        key = (stat.st_mtime_ns, stat.st_size)
+        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         kept = self._kept.get(modality)
         if kept is not None and kept[0] == key:
             return self._keep(kept[2], folder)
-        digest = _file_digest(path)
-        if kept is not None and kept[1] == digest:
-            self._kept[modality] = (key, digest, kept[2])
-            return self._keep(kept[2], folder)
-        index = VectorIndex.load(folder)
+        digest = None
+        if kept is not None and not kept[2].mapped:
+            digest = _file_digest(path)
+            if kept[1] == digest:
+                self._kept[modality] = (key, digest, kept[2])
+                return self._keep(kept[2], folder)
+        index = VectorIndex.load(folder, mmap=True)
+        if not index.mapped and digest is None:
+            digest = _file_digest(path)
         self.counts["loaded"] += 1
         self._kept[modality] = (key, digest, index)
         return index

@@ -5,7 +5,9 @@ as an ASR transcript); :meth:`Tower.encode` is the single place where vectors ar
 L2-normalised. Towers that feed the re-ranker also implement
 :meth:`Tower.encode_tokens`: per-item token features (image patches, speech
 frames pooled to a few dozen, text word pieces) projected into the same joint
-space, unit length each, with the item's pooled vector first. Inputs per modality: ``str`` for text, RGB ``PIL.Image.Image`` for
+space, unit length each, with the item's pooled vector first. :meth:`Tower.encode_with_tokens` gives both
+for one batch: the bundled towers compute them in one forward pass (``_embed_with_tokens``); any other tower
+falls back to ``encode`` + ``encode_tokens``. Inputs per modality: ``str`` for text, RGB ``PIL.Image.Image`` for
 images, mono 16 kHz float32 ``numpy`` arrays for audio (see ``retrieval.decoders``).
 """
 
@@ -53,10 +55,13 @@ class Tower(ABC):
         if len(batch) == 0:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
         raw, notes = self._embed(batch)
+        return self._encoded(raw, notes, len(batch))
+
+    def _encoded(self, raw: np.ndarray, notes: Sequence[dict[str, Any] | None] | None, n: int) -> Encoded:
         vectors = l2_normalize(raw)
-        if vectors.shape != (len(batch), self.dim):
-            raise ModelError(f"{type(self).__name__} returned shape {vectors.shape}, expected ({len(batch)}, {self.dim})")
-        return Encoded(vectors, list(notes) if notes else [None] * len(batch))
+        if vectors.shape != (n, self.dim):
+            raise ModelError(f"{type(self).__name__} returned shape {vectors.shape}, expected ({n}, {self.dim})")
+        return Encoded(vectors, list(notes) if notes else [None] * n)
 
     def encode(self, batch: Sequence[Any]) -> np.ndarray:
         return self.encode_with_notes(batch).vectors
@@ -73,6 +78,23 @@ class Tower(ABC):
         if len(batch) == 0:
             return []
         return [l2_normalize(t) for t in self._tokens(batch)]
+
+    def _embed_with_tokens(self, batch: Sequence[Any]) -> tuple[np.ndarray, list[dict[str, Any] | None],
+                                                                 list[np.ndarray]]:
+        """Raw vectors, notes and raw token features of one batch. Towers whose forward pass yields both
+        override this to run it once; the default runs the tower twice."""
+        raw, notes = self._embed(batch)
+        return raw, notes, self._tokens(batch)
+
+    def encode_with_tokens(self, batch: Sequence[Any]) -> tuple[Encoded, list[np.ndarray]]:
+        """``encode_with_notes(batch)`` and ``encode_tokens(batch)`` together (what indexing needs), in one
+        forward pass where the tower allows; the same values as the two calls, within float tolerance."""
+        if len(batch) == 0:
+            return Encoded(np.zeros((0, self.dim), dtype=np.float32), []), []
+        if not self.has_tokens():
+            self._tokens(batch)  # raises: this tower has no token features
+        raw, notes, tokens = self._embed_with_tokens(batch)
+        return self._encoded(raw, notes, len(batch)), [l2_normalize(t) for t in tokens]
 
 
 class Model:
@@ -111,3 +133,6 @@ class Model:
 
     def encode_tokens(self, modality: str, batch: Sequence[Any]) -> list[np.ndarray]:
         return self.tower(modality).encode_tokens(batch)
+
+    def encode_with_tokens(self, modality: str, batch: Sequence[Any]) -> tuple[Encoded, list[np.ndarray]]:
+        return self.tower(modality).encode_with_tokens(batch)

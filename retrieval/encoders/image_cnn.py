@@ -105,8 +105,15 @@ class CnnImage(Tower):
 
     @torch.inference_mode()
     def _tokens(self, batch: Sequence[Any]) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
+        return self._embed_with_tokens(batch)[2]
+
+    @torch.inference_mode()
+    def _embed_with_tokens(self, batch: Sequence[Any]) -> tuple[np.ndarray, list[None], list[np.ndarray]]:
+        """One pass: the first token of :meth:`ImageCNN.tokens` is the pooled embedding ``forward`` returns."""
+        vecs, out = [], []
         for i in range(0, len(batch), 256):
             x = preprocess(batch[i:i + 256]).to(self.device).contiguous(memory_format=torch.channels_last)
-            out += list(self.net.tokens(x).float().cpu().numpy())
-        return out
+            t = self.net.tokens(x).float().cpu().numpy()
+            vecs.append(t[:, 0])
+            out += list(t)
+        return np.concatenate(vecs) if vecs else np.zeros((0, self.dim), np.float32), [None] * len(batch), out

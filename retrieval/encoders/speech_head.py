@@ -136,12 +136,24 @@ class HeadSpeech(Tower):
         return self.tokens_from_frames(self.frames.frames(batch))
 
     @torch.inference_mode()
+    def _embed_with_tokens(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, list[None], list[np.ndarray]]:
+        """One Whisper encoder pass (the expensive part) feeds both the pooled vector and the frame tokens."""
+        if not batch:
+            return np.zeros((0, self.dim), np.float32), [], []
+        pooled, tokens = self._pooled_and_tokens(self.frames.frames(batch))
+        return pooled, [None] * len(batch), tokens
+
+    @torch.inference_mode()
     def tokens_from_frames(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Pooled head vector first, then the frame tokens (also used on the training set's stored frames)."""
+        return self._pooled_and_tokens(frames)[1]
+
+    def _pooled_and_tokens(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         x, mask = pad_frames(frames)
         pooled = self.net(x.to(self.device), mask.to(self.device)).float().cpu()
-        return [torch.cat([p[None], self.net.frame_tokens(torch.as_tensor(np.asarray(f, np.float32)).to(self.device)).float().cpu()]).numpy()
-                for p, f in zip(pooled, frames)]
+        tokens = [torch.cat([p[None], self.net.frame_tokens(torch.as_tensor(np.asarray(f, np.float32)).to(self.device)).float().cpu()]).numpy()
+                  for p, f in zip(pooled, frames)]
+        return pooled.numpy(), tokens
 
 
 class FusedSpeech(Tower):
@@ -173,6 +185,17 @@ class FusedSpeech(Tower):
     def _tokens(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The sound's tokens come from the learned head; the transcript is a separate view (retrieval.tokens)."""
         return self.head._tokens(batch)
+
+    def _embed_with_tokens(self, batch: Sequence[np.ndarray]) -> tuple[np.ndarray, list[dict[str, Any] | None],
+                                                                        list[np.ndarray]]:
+        """The head's frames are computed once for its vector and its tokens (the cascade runs its own ASR)."""
+        casc, notes = self.cascade._embed(batch)
+        head, _, tokens = self.head._embed_with_tokens(batch)
+        if self.mode == "cascade":
+            return casc, notes, tokens
+        if self.mode == "head":
+            return head, notes, tokens
+        return self.fuse(head, casc, notes), notes, tokens
 
     def fuse(self, head: np.ndarray, cascade: np.ndarray, notes: Sequence[dict[str, Any] | None]) -> np.ndarray:
         """``w * cascade + (1 - w) * head`` per clip, ``w`` from the ASR's confidence (not normalised)."""

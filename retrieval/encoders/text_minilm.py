@@ -117,25 +117,35 @@ class MiniLMText(Tower):
 
     @torch.inference_mode()
     def _embed(self, batch: Sequence[str]) -> tuple[np.ndarray, list[None]]:
-        texts = [str(t) for t in batch]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
-        out = []
-        for start in range(0, len(order), self.batch_size):
-            hidden, mask, _ = self._encode_batch([texts[i] for i in order[start:start + self.batch_size]])
-            m = mask.to(self.device).unsqueeze(-1)
-            pooled = hidden.masked_fill(~m, 0).sum(1) / m.sum(1).clamp(min=1)  # whatever padded rows hold
-            out.append(pooled.float().cpu().numpy())
-        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        vectors[order] = np.concatenate(out)
+        vectors, _ = self._run(batch, tokens=False)
         return vectors, [None] * len(batch)
 
     @torch.inference_mode()
     def _tokens(self, batch: Sequence[str]) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for start in range(0, len(batch), self.batch_size):
-            hidden, mask, special = self._encode_batch([str(t) for t in batch[start:start + self.batch_size]])
-            for h, m, sp in zip(hidden.float().cpu(), mask, special):
-                pooled = h[m].mean(0, keepdim=True)
-                words = h[m & ~sp][:MAX_TOKEN_FEATURES]
-                out.append(torch.cat([pooled, words]).numpy())
-        return out
+        return self._run(batch, tokens=True)[1]
+
+    @torch.inference_mode()
+    def _embed_with_tokens(self, batch: Sequence[str]) -> tuple[np.ndarray, list[None], list[np.ndarray]]:
+        vectors, tokens = self._run(batch, tokens=True)
+        return vectors, [None] * len(batch), tokens
+
+    def _run(self, batch: Sequence[str], tokens: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One pass over ``batch``: sentence vectors (masked mean of the hidden states) and, if ``tokens``, per
+        text its mean then its word pieces (at most ``MAX_TOKEN_FEATURES``), from the same hidden states."""
+        texts = [str(t) for t in batch]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
+        out = []
+        toks: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            hidden, mask, special = self._encode_batch([texts[i] for i in rows])
+            m = mask.to(self.device).unsqueeze(-1)
+            pooled = hidden.masked_fill(~m, 0).sum(1) / m.sum(1).clamp(min=1)  # whatever padded rows hold
+            pooled = pooled.float().cpu()
+            out.append(pooled.numpy())
+            if tokens:
+                for i, h, p, mk, sp in zip(rows, hidden.float().cpu(), pooled, mask, special):
+                    toks[i] = torch.cat([p[None], h[mk & ~sp][:MAX_TOKEN_FEATURES]]).numpy()
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        vectors[order] = np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return vectors, toks
