@@ -164,6 +164,8 @@ def _set_vectors(units: list[Unit], enc: Encoded) -> None:
                 for seg in note["segments"]:
                     seg["start"] = round(seg["start"] + u.start_s, 2)
                     seg["end"] = round(seg["end"] + u.start_s, 2)
+                    seg["words"] = [[w, round(a + u.start_s, 2), round(b + u.start_s, 2)]
+                                    for w, a, b in seg.get("words") or []]
             u.content = note.pop("transcript", u.content)
             u.extra = {**(u.extra or {}), **note}
 

@@ -202,6 +202,10 @@ def test_item_page_has_keyframe_strip_and_transcript(client):
     assert [k["start"] for k in item["keyframes"]] == [0.0, DOG_SCENE]
     assert item["segments"] and "dog" in item["segments"][0]["text"].lower()
     assert abs(item["segments"][0]["start"] - 4.5) < 1.0
+    words = item["segments"][0]["words"]  # word times, on the video's clock (the window's offset added)
+    dog = next(w for w in words if "dog" in w["word"].lower())
+    assert item["segments"][0]["start"] - 0.05 <= words[0]["start"] <= dog["start"] < dog["end"]
+    assert dog["end"] <= item["segments"][0]["end"] + 1.0 and dog["start"] > 4.0
     page = client.get(f"/items/{top['id']}").get_data(as_text=True)
     assert '<video id="player"' in page and 'class="keyframes"' in page and 'class="seek" data-t="4.0"' in page
 

@@ -231,7 +231,11 @@ SCHEMAS: dict = {
                       "items": {"type": "object", "required": ["id"], "properties": {
                           "id": {"type": "integer"}, "start": NULL_NUMBER, "end": NULL_NUMBER}}},
             "segments": {"type": "array", "items": {"type": "object", "properties": {
-                "start": {"type": "number"}, "end": {"type": "number"}, "text": {"type": "string"}}}},
+                "start": {"type": "number"}, "end": {"type": "number"}, "text": {"type": "string"},
+                "words": {"type": "array", "description": "each word of the sentence with its times (seconds)",
+                          "items": {"type": "object", "required": ["word", "start", "end"], "properties": {
+                              "word": {"type": "string"}, "start": {"type": "number"},
+                              "end": {"type": "number"}}}}}}},
             "width": NULL_INT, "height": NULL_INT, "asr_logprob": {"type": "number"},
             "chars": {"type": "array", "items": {"type": "integer"}},
         },

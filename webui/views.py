@@ -57,14 +57,21 @@ def item_json(engine: Engine, item_id: int) -> dict:
     if row["modality"] == "image":
         out["width"], out["height"] = extra.get("width"), extra.get("height")
     if row["modality"] == "audio":
-        out["segments"] = [{"start": s.get("start"), "end": s.get("end"), "text": s.get("text", "")}
-                           for s in extra.get("segments") or [] if WORDS.search(s.get("text") or "")]
+        out["segments"] = [_segment_json(s) for s in extra.get("segments") or [] if WORDS.search(s.get("text") or "")]
         if extra.get("asr_logprob") is not None:
             out["asr_logprob"] = extra["asr_logprob"]
     if row["modality"] == "text" and extra.get("chars"):
         out["chars"] = extra["chars"]
     if row["modality"] == "video":
         out.update(_video_json(row))
+    return out
+
+
+def _segment_json(seg: dict) -> dict:
+    """A transcript sentence with its times and, where the catalog has them, its words' times."""
+    out = {"start": seg.get("start"), "end": seg.get("end"), "text": (seg.get("text") or "").strip()}
+    if seg.get("words"):
+        out["words"] = [{"word": w, "start": a, "end": b} for w, a, b in seg["words"]]
     return out
 
 
@@ -78,7 +85,7 @@ def _video_json(row: dict) -> dict:
         if p["view"] == "speech":
             for seg in (row["speech"].get(p["id"]) or {}).get("segments") or []:
                 if WORDS.search(seg.get("text") or "") and not (segments and seg["start"] < segments[-1]["end"] - 0.1):
-                    segments.append({"start": seg["start"], "end": seg["end"], "text": seg["text"].strip()})
+                    segments.append(_segment_json(seg))
     return {"view": row.get("view"), "duration": (row["extra"] or {}).get("duration") or (frames[-1]["end"] if frames else None),
             "keyframes": [{"id": p["id"], "start": p["start"], "end": p["end"],
                            "thumbnail": f"/api/items/{p['id']}/thumbnail"} for p in frames],

@@ -49,10 +49,16 @@ class WhisperAsr:
         )
         segs = [
             {"start": round(float(s.start), 2), "end": round(float(s.end), 2), "text": s.text.strip(),
-             "avg_logprob": round(float(s.avg_logprob), 4)}
+             "avg_logprob": round(float(s.avg_logprob), 4),
+             # [word, start, end] per word, from the same alignment: a transcript can seek to a word
+             "words": [[w.word.strip(), round(float(w.start), 2), round(float(w.end), 2)]
+                       for w in (s.words or []) if w.word.strip()]}
             for s in segments
         ]
         trim_to_speech(np.asarray(audio, dtype=np.float32), segs)
+        for seg in segs:  # words inside their (trimmed) sentence: alignment lets the first word start in silence
+            seg["words"] = [[w, min(max(a, seg["start"]), seg["end"]), max(min(b, seg["end"]), seg["start"])]
+                            for w, a, b in seg["words"]]
         text = " ".join(s["text"] for s in segs if s["text"]).strip()
         logprob = float(np.mean([s["avg_logprob"] for s in segs])) if segs else float("-inf")
         return {"transcript": text, "segments": segs, "asr_logprob": round(logprob, 4) if segs else None}

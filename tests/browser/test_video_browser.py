@@ -99,3 +99,10 @@ def test_item_page_strip_seeks(video_server, page):
     page.evaluate("document.querySelector('#player').muted = true")
     page.click("ol.segments button.seek")
     wait_until(page, "document.querySelector('#player').currentTime >= 4.3")
+    # a word of the transcript seeks to that word: "dog" is said after the sentence starts
+    word = page.locator("ol.segments .word", has_text="dog").first
+    t_word = float(word.get_attribute("data-t"))
+    assert t_word > DOG_SCENE
+    page.evaluate("document.querySelector('#player').pause(); document.querySelector('#player').currentTime = 0")
+    word.click()
+    wait_until(page, f"document.querySelector('#player').currentTime >= {t_word} - 0.05")

@@ -13,6 +13,9 @@ if (player) {
   document.querySelectorAll("button.seek").forEach((b) => {
     b.addEventListener("click", () => { seekTo(parseFloat(b.dataset.t)); player.play().catch(() => {}); });
   });
+  document.querySelectorAll(".segments .word").forEach((w) => { // a word of the transcript: play from it
+    w.addEventListener("click", () => { seekTo(parseFloat(w.dataset.t)); player.play().catch(() => {}); });
+  });
   const highlight = () => { // the transcript line being played
     let current = null;
     rows.forEach((li) => {
