@@ -164,3 +164,29 @@ def test_the_second_generation_has_no_reranker_yet_and_searches_say_so(tmp_path)
     run_json("indexer", "add", str(src), "--data-dir", str(tmp_path / "data"), "--model", "triad-mini-2")
     out = run_json("retrieval", "search", "--text", "weather", "--data-dir", str(tmp_path / "data"))
     assert out["rerank"] == {"applied": False, "k": 0} and out["hits"]
+
+
+def test_a_reranked_typed_query_runs_the_text_tower_once_with_the_same_result(demo_data):
+    """The query's vector and its re-ranking tokens come from one MiniLM pass (they took two), and the hits
+    and scores are those of the two-call path (tokens from ``encode_tokens``)."""
+    from retrieval.query import Input, Query
+    from webui import create_app
+
+    app = create_app({"DATA_DIR": str(demo_data), "TESTING": True})
+    service = app.extensions["webui.engine"].service()
+    tower = service.model.tower("text")
+    passes: list[int] = []
+    hook = tower.model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        query = Query((Input("text", "weather"),), target="image", k=4)
+        one_pass = service.search(query)
+        assert one_pass.rerank["applied"] and len(passes) == 1, passes
+        passes.clear()
+        service.search(Query((Input("text", "weather"),), target="image", k=4, rerank=False))
+        assert len(passes) == 1  # not re-ranked: no tokens, still one pass
+    finally:
+        hook.remove()
+    two_calls = service.resources.query_tokens("text", "weather")["text"]
+    tokens = service.resources.encode(Input("text", "weather"), lambda: "weather", True)[2]
+    assert np.allclose(tokens, two_calls, atol=2e-5)
+    assert [h.id for h in one_pass.hits] == [h.id for h in service.search(query).hits]

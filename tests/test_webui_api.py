@@ -225,7 +225,7 @@ def test_empty_query_is_refused_with_what_to_do(client):
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"text": "dog", "target": "video"}, "unknown target"),
+    ({"text": "dog", "target": "smell"}, "unknown target"),
     ({"text": "dog", "k": 0}, "'k' must be between 1 and 100"),
     ({"text": "dog", "k": 101}, "'k' must be between"),
     ({"text": "dog", "k": "ten"}, "'k' must be a whole number"),
