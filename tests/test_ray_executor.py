@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
@@ -72,13 +73,13 @@ def ray_cluster():
     signalling that session only (never `ray stop`, which stops every Ray on the machine)."""
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | _ray_env()
     procs = [_start(["--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
                      "--temp-dir", temp], temp, "head", env)]
     try:
         _wait_for(procs[0], temp, "head", lambda: _port_open(port), "the Ray head did not open its port")
         procs.append(_start(["--address", f"127.0.0.1:{port}", "--num-cpus", "1"], temp, "node2",
-                            env))
+                            env))  # the same token: a node without it is refused
         _wait_for(procs[1], temp, "node2", lambda: "Ray runtime started" in (Path(temp) / "node2.log").read_text(),
                   "the second Ray node did not join")
         yield f"127.0.0.1:{port}"
@@ -156,9 +157,13 @@ def local_run(archive, tmp_path_factory) -> tuple[dict, dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), _snapshot(data)
 
 
+# The test cluster checks a token, as the README's real cluster does; whether `ray start` would on its own
+# depends on a ~/.ray/auth_token the machine may or may not have, so the token is this run's, in the env.
+RAY_TOKEN = secrets.token_hex(32)
+
+
 def _ray_env(extra: dict | None = None) -> dict:
-    # `ray start` checks a token (~/.ray/auth_token); a driver given an --address sends it only when asked
-    return {"RAY_AUTH_MODE": "token", **(extra or {})}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN, **(extra or {})}
 
 
 def test_ray_run_equals_local_run(archive, local_run, ray_cluster, tmp_path):
