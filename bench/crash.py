@@ -1,9 +1,11 @@
 """Crash rounds: kill -9 the indexer at random points, resume, and check the catalog equals a clean run's.
 
-    python bench/crash.py [--rounds N] [--seed S] [--notes N] [--media N] [--backends sqlite,postgres] [--pg-url URL]
+    python bench/crash.py [--rounds N] [--seed S] [--notes N] [--media N] [--videos N] [--backends sqlite,postgres]
+                          [--pg-url URL]
 
 The archive is ``--notes`` generated notes plus ``--media`` files from ``demo/`` (pictures and spoken
-clips, alternately), so kills land in image and audio decoding and encoding as well as in text.
+clips, alternately) plus ``--videos`` fixture videos (``tests/fixtures/make_videos.py``: keyframes and
+narration), so kills land in image, audio and video decoding and encoding as well as in text.
 
 Each round picks one scenario on one backend (every combination in turn, from a seeded start; with
 both backends three rounds cover ``add`` on SQLite, the migration on Postgres, ``rebuild --tokens`` on SQLite):
@@ -105,7 +107,7 @@ def catalog_state(data_dir: Path, database_url: str | None) -> dict:
             rows = sorted((Path(m["path"]).name, m["modality"], m["start"], m["content"] or "")
                           for m in repo.item_hits(s, sorted(repo.item_ids(s))).values())
             files = sorted((Path(p).name, k.status) for p, k in repo.known_files_under(s, ["/"]).items())
-            all_ids = repo.item_ids(s)
+            all_ids = repo.item_ids(s, ["image", "audio", "text"])  # video segments have no tokens (by design)
             for modality, count in repo.item_counts(s).items():
                 db_ids = {int(i) for ids, _ in repo.iter_embeddings(s, modality) for i in ids}
                 index_ids = set(indices[modality].ids().tolist()) if modality in indices else set()
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--notes", type=int, default=12, help="generated notes in the archive")
     p.add_argument("--media", type=int, default=3, help="demo pictures and clips in the archive (alternately)")
+    p.add_argument("--videos", type=int, default=1, help="fixture videos in the archive (made with PyAV)")
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--pg-url", default=os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args(argv)
@@ -202,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.media):
             src = (pictures if i % 2 == 0 else clips)[i // 2]
             shutil.copyfile(src, notes / src.name)
+        if args.videos:
+            sys.path.insert(0, str(REPO / "tests" / "fixtures"))
+            from make_videos import VIDEOS, make_videos
+
+            made = make_videos(work / "videos")
+            for name in [n for n in VIDEOS][: args.videos]:
+                shutil.copyfile(made[name], notes / name)
         timings = {}
         t = time.perf_counter()
         _indexer(["add", str(notes), "--data-dir", str(work / "clean"), "--quiet"], None)
