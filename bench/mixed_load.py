@@ -131,6 +131,17 @@ def scenario(url: str, kinds: list[str], seconds: float, reqs: Requests) -> dict
     return out
 
 
+def both_scenarios(url: str, args: argparse.Namespace) -> dict:
+    """Warm-up (every worker loads its towers), then ``mixed`` (60/20/20) and ``audio_pressure``."""
+    reqs = Requests()
+    scenario(url, ["audio", "image", "text", "text"] * args.workers, 4, reqs)
+    n = args.clients
+    mixed = ["text"] * round(n * 0.6) + ["image"] * round(n * 0.2)
+    mixed += ["audio"] * (n - len(mixed))
+    return {"mixed": scenario(url, mixed, args.seconds, reqs),
+            "audio_pressure": scenario(url, ["audio"] * args.audio_clients + ["text"] * 4, args.seconds, reqs)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, help="an indexed data directory (default: index demo/)")
@@ -161,17 +172,11 @@ def main() -> int:
                 subprocess.run([sys.executable, "-m", "indexer", "add", str(DEMO), "--data-dir", str(data_dir),
                                 "--json"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
             proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / "server.log")
-        reqs = Requests()
-        scenario(url, ["audio", "image", "text", "text"] * args.workers, 4, reqs)  # every worker loads its towers
-        n = args.clients
-        mixed = ["text"] * round(n * 0.6) + ["image"] * round(n * 0.2)
-        mixed += ["audio"] * (n - len(mixed))
         result = {
             "benchmark": "POST /api/search under mixed load (text JSON, image and audio multipart uploads)",
             "server": None if args.url else f"python -m webui --workers {args.workers} --threads {args.threads}",
             "seconds_per_scenario": args.seconds,
-            "mixed": scenario(url, mixed, args.seconds, reqs),
-            "audio_pressure": scenario(url, ["audio"] * args.audio_clients + ["text"] * 4, args.seconds, reqs),
+            **both_scenarios(url, args),
         }
         print(json.dumps(result, indent=1))
         failed = sum(k["errors"] for sc in ("mixed", "audio_pressure") for k in result[sc].values())
@@ -201,14 +206,7 @@ def compare_nice(args: argparse.Namespace, values: list[int]) -> int:
         os.environ["WEBUI_SLOW_NICE"] = str(value)
         proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / f"server-{value}.log")
         try:
-            reqs = Requests()
-            scenario(url, ["audio", "image", "text", "text"] * args.workers, 4, reqs)
-            n = args.clients
-            mixed = ["text"] * round(n * 0.6) + ["image"] * round(n * 0.2)
-            mixed += ["audio"] * (n - len(mixed))
-            block = {"mixed": scenario(url, mixed, args.seconds, reqs),
-                     "audio_pressure": scenario(url, ["audio"] * args.audio_clients + ["text"] * 4, args.seconds,
-                                                reqs)}
+            block = both_scenarios(url, args)
         finally:
             proc.terminate()
             proc.wait(timeout=60)

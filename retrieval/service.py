@@ -90,7 +90,7 @@ class QueryResources:
         if key is not None:
             with self._cache_lock:
                 hit = self._cache.get(key)
-                if hit is not None:
+                if hit is not None and (not with_tokens or hit[2] is not None):  # else: one pass gives both
                     self._cache.move_to_end(key)
                     return hit
         try:

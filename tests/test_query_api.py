@@ -156,7 +156,7 @@ def test_queries_the_reranker_cannot_take_pay_nothing_for_it(client, monkeypatch
     pair) or a raw vector neither encodes query tokens, nor reads token files, nor widens the FAISS k.
     The real calls run; the spies only count them."""
     service = client.application.extensions["webui.engine"].service()
-    calls: dict[str, list] = {"query_tokens": [], "tokens": [], "k": []}
+    calls: dict[str, list] = {"query_tokens": [], "encode": [], "tokens": [], "k": []}
 
     def spy(obj, name, record):
         real = getattr(obj, name)
@@ -168,6 +168,7 @@ def test_queries_the_reranker_cannot_take_pay_nothing_for_it(client, monkeypatch
         monkeypatch.setattr(obj, name, wrapper)
 
     spy(service.resources, "query_tokens", lambda *a, **kw: a[0])
+    spy(service.resources, "encode", lambda q, payload, with_tokens=False: with_tokens)  # tokens asked for?
     spy(service.port, "tokens", lambda ids: len(ids))
     spy(service.searcher, "search_inputs", lambda *a, **kw: kw["k"])
     vector = service.model.encode("text", ["a red apple"])[0].tolist()
@@ -176,9 +177,12 @@ def test_queries_the_reranker_cannot_take_pay_nothing_for_it(client, monkeypatch
             calls[key].clear()
         out = _api(client, body)
         assert out["rerank"] == {"applied": False, "k": 0}
-        assert calls == {"query_tokens": [], "tokens": [], "k": [6]}, (body.get("text", "vector"), calls)
+        assert calls == {"query_tokens": [], "encode": [False] if "text" in body else [], "tokens": [], "k": [6]}, (
+            body.get("text", "vector"), calls)
     _api(client, {"text": "a dog", "target": "image", "k": 5})  # the trained pair: re-ranked (the spies see it)
-    assert calls["query_tokens"] == ["text"] and calls["k"][-1] == 100 and calls["tokens"]
+    # its tokens come from the encoding pass (one MiniLM run), not from a second query_tokens call
+    assert calls["encode"][-1] is True and calls["query_tokens"] == []
+    assert calls["k"][-1] == 100 and calls["tokens"]
 
 
 def test_eval_ranks_exactly_as_search_does(demo_data, tmp_path):

@@ -484,7 +484,9 @@ def test_item_page_shows_player_transcript_and_path(client):
     clip = item_id_of(client, "red_apple.wav", "audio")
     html = client.get(f"/items/{clip}").data.decode()
     assert f'src="/api/items/{clip}/media"' in html and "<audio" in html
-    assert "red apple" in html.lower() and "red_apple.wav" in html and f'href="/?like={clip}"' in html
+    words = re.sub(r"<[^>]+>", "", html)  # the transcript's words are each a seek target (a span)
+    assert "red apple" in words.lower() and "red_apple.wav" in html and f'href="/?like={clip}"' in html
+    assert 'class="word" data-t="' in html
     note = search(client, text="Apollo lunar module", target="text", k=1)["hits"][0]
     assert "Neil" in client.get(f"/items/{note['id']}").data.decode()
 
