@@ -43,6 +43,14 @@ def _text(client, words: str = "a dog in the park"):
     return resp, time.perf_counter() - t0
 
 
+def _swallow_busy(gate) -> None:
+    try:
+        with gate.enter():
+            pass
+    except SlowBusy:  # gave up after SLOW_WAIT_SECONDS, as a waiting request would
+        pass
+
+
 def _busy(resp) -> None:
     assert resp.status_code == 503, resp.get_json()
     assert resp.get_json()["error"]["code"] == "busy" and int(resp.headers["Retry-After"]) >= 1
@@ -75,8 +83,32 @@ def test_text_answers_while_the_slow_gate_is_full_and_more_audio_is_503(app):
         t0 = time.perf_counter()
         _busy(_audio(client))  # no place left: refused at once
         assert time.perf_counter() - t0 < 0.4
-        png = io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-        _busy(client.post("/api/search", data={"file": (png, "x.png")}, content_type="multipart/form-data"))
+        # a picture waits at its own gate, not behind Whisper: answered while the recordings' gate is full
+        png = (wt.REPO / "demo" / "images" / "dog-face-google.png").read_bytes()
+        pic = client.post("/api/search", data={"file": (io.BytesIO(png), "x.png"), "target": "text"},
+                          content_type="multipart/form-data")
+        assert pic.status_code == 200, pic.get_json()
+        pictures, held, free = app.extensions["webui.slow_image"], threading.Barrier(2), threading.Event()
+
+        def hold_picture_slot() -> None:
+            with pictures.enter():
+                held.wait()
+                free.wait(30)
+
+        holders = [threading.Thread(target=hold_picture_slot) for _ in range(2)]  # one runs, one waits in queue
+        holders[0].start()
+        held.wait()
+        held.reset()
+        try:
+            holders[1] = threading.Thread(target=lambda: _swallow_busy(pictures))
+            holders[1].start()
+            time.sleep(0.05)
+            _busy(client.post("/api/search", data={"file": (io.BytesIO(png), "x.png")},  # its own gate full: 503
+                              content_type="multipart/form-data"))
+        finally:
+            free.set()
+            for t in holders:
+                t.join()
         for words in ("a dog in the park", "rain tomorrow", "the stock market"):
             resp, _ = _text(client, words)  # answered while the slot and the queue place are still held
             assert resp.status_code == 200 and resp.get_json()["hits"], resp.get_json()

@@ -86,8 +86,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     engine = Engine(data_dir, app.config["DATABASE_URL"], float(app.config["RELOAD_CHECK_SECONDS"]))
     app.extensions["webui.engine"] = engine
-    app.extensions["webui.slow"] = SlowGate(int(app.config["SLOW_SLOTS"]), int(app.config["SLOW_QUEUE"]),
-                                            float(app.config["SLOW_WAIT_SECONDS"]), int(app.config["SLOW_NICE"]))
+    for gate in ("webui.slow", "webui.slow_image"):  # recordings (Whisper) and pictures: one gate each
+        app.extensions[gate] = SlowGate(int(app.config["SLOW_SLOTS"]), int(app.config["SLOW_QUEUE"]),
+                                        float(app.config["SLOW_WAIT_SECONDS"]), int(app.config["SLOW_NICE"]))
     app.extensions["webui.thumbnails"] = ThumbnailCache(Path(app.config["THUMBNAIL_DIR"] or data_dir / "thumbnails"))
 
     from . import api, clip_compat, limits, pages, security

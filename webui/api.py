@@ -13,6 +13,7 @@ from . import openapi
 from .engine import Engine, media_type
 from .errors import ApiError
 from .queries import parse_search
+from .slow import looks_like_image
 from .thumbnails import SIZES, ThumbnailCache
 from .views import item_json, load_item, stats_json
 
@@ -26,8 +27,18 @@ def engine() -> Engine:
 @bp.post("/search")
 def search():
     if request.mimetype == "multipart/form-data" and request.files:  # audio or an image: the slow gate's
-        return current_app.extensions["webui.slow"].run(_search)
+        return _upload_gate().run(_search)
     return _search()
+
+
+def _upload_gate():
+    """Pictures only: the picture gate; anything with a recording (or unknown) waits at the slow one."""
+    heads = []
+    for _, f in request.files.items(multi=True):
+        heads.append(f.stream.read(16))
+        f.stream.seek(0)
+    images = heads and all(looks_like_image(h) for h in heads)
+    return current_app.extensions["webui.slow_image" if images else "webui.slow"]
 
 
 def _search():

@@ -88,7 +88,7 @@ def knn_service() -> Response:
     body = _body(KNN_FIELDS)
     if body.get("image") is not None and not (isinstance(body.get("text"), str) and body["text"].strip()):
         # an upload: decoded and encoded behind the slow gate, on its lower-priority threads
-        return current_app.extensions["webui.slow"].run(lambda: _knn(body))
+        return current_app.extensions["webui.slow_image"].run(lambda: _knn(body))
     return _knn(body)
 
 

@@ -6,6 +6,9 @@ At most ``SLOW_SLOTS`` slow queries run at once in a process and at most
 answered at once (or after the wait) with 503 and ``Retry-After``. The other worker
 threads stay free for fast queries (words, stored items), which never touch the gate.
 
+Pictures and recordings wait at two gates of their own (``webui.slow_image``, ``webui.slow``), so a
+picture (tens of milliseconds) never waits behind Whisper (seconds) for the one slot.
+
 Threads are not enough on a small machine: Whisper and the image tower keep every core busy, and a typed
 query waiting for a core took 5x its quiet time (p99 321 ms with 8 audio clients on 2 cores). So slow queries
 run on the gate's own threads, started with a lower scheduling priority (``SLOW_NICE``, Linux nice is per
@@ -27,6 +30,12 @@ from typing import Callable, Iterator, TypeVar
 from .errors import ApiError
 
 T = TypeVar("T")
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether an upload's first bytes are a picture's (which gate it waits at; the decoder sniffs again)."""
+    return head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 class SlowBusy(ApiError):
