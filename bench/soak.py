@@ -48,6 +48,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--minutes", type=float, default=5)
+    p.add_argument("--warmup", type=float, default=30, help="seconds of mixed queries before the start RSS")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="soak_"))
     data_dir = args.data_dir
@@ -58,7 +59,9 @@ def main() -> int:
     proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / "server.log")
     try:
         reqs = Requests()
-        scenario(url, ["audio", "image", "text", "text"] * args.workers, 5, reqs)  # warm-up: every tower loaded
+        # warm-up: every tower loaded in every worker (a request lands on either worker; 5 s did not always
+        # reach Whisper in both, and its ~100 MB then showed as growth)
+        scenario(url, ["audio", "image", "text", "text"] * args.workers * 2, args.warmup, reqs)
         rss_start = worker_rss_mb(proc.pid)
         n = args.clients
         kinds = ["text"] * round(n * 0.6) + ["image"] * round(n * 0.2)
