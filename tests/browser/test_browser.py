@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 import webui_testing as wt
+from webui_testing import wait_until  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 QUERY_WAV = wt.FIXTURES / "webui" / "red_apple_query.wav"
@@ -76,14 +76,6 @@ def page(chromium):
     context.close()
     assert not problems, problems
 
-
-def wait_until(pg, expression: str, timeout: float = 60) -> None:
-    """Poll a JS expression from here: page.wait_for_function evaluates strings in the page, which its CSP forbids."""
-    deadline = time.monotonic() + timeout
-    while not pg.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for: {expression}")
-        time.sleep(0.1)
 
 
 def hits(pg) -> list[dict]:

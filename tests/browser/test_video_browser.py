@@ -7,12 +7,12 @@ test_browser.py), on the fixture videos of tests/fixtures/make_videos.py.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import webui_testing as wt
+from webui_testing import wait_until  # noqa: E402
 
 sys.path.insert(0, str(wt.FIXTURES))
 from make_videos import make_videos  # noqa: E402
@@ -59,14 +59,6 @@ def page(chromium):
     context.close()
     assert not problems, problems
 
-
-def wait_until(pg, expression: str, timeout: float = 60) -> None:
-    """Poll a JS expression from here (the page's CSP forbids page.wait_for_function's string eval)."""
-    deadline = time.monotonic() + timeout
-    while not pg.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for: {expression}")
-        time.sleep(0.1)
 
 
 def test_video_tab_plays_a_hit_from_its_second(video_server, page):

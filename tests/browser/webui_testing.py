@@ -154,3 +154,12 @@ def start_server(data_dir: Path, log_dir: Path, workers: int = 1, threads: int =
         time.sleep(0.3)
     server.stop()
     raise AssertionError(f"python -m webui did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def wait_until(pg, expression: str, timeout: float = 60) -> None:
+    """Poll a JS expression from here: page.wait_for_function evaluates strings in the page, which its CSP forbids."""
+    deadline = time.monotonic() + timeout
+    while not pg.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {expression}")
+        time.sleep(0.1)
