@@ -134,6 +134,36 @@ def test_migration_backfills_syncs_and_downgrades(db_url):
         engine.dispose()
 
 
+def test_keyword_work_is_bounded_rare_words_first(db_url, monkeypatch):
+    """Common words (more rows than the scan budget) are left to the vector side when rarer words are typed;
+    a query of common words only ranks items holding all of them, among a bounded number of rows."""
+    engine = make_engine(db_url)
+    try:
+        upgrade_to_head(engine)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO files (id, path, modality, size, mtime_ns, status, indexed_at) "
+                              "VALUES (1, '/n.txt', 'text', 1, 1, 'ok', '2026-01-01')"))
+            rows = [(i, "common words everywhere " + ("walrus " if i == 7 else "") + ("kelp" if i % 2 else ""))
+                    for i in range(1, 21)]
+            for i, body in rows:
+                conn.execute(text("INSERT INTO items (id, file_id, modality, content) VALUES (:i, 1, 'text', :b)"),
+                             {"i": i, "b": body})
+        with Session(engine) as s:
+            before = [i for i, _ in repo.keyword_search(s, "walrus common")]
+            assert before[0] == 7 and len(before) == 20  # within the budget: every term scored, as always
+            monkeypatch.setattr(repo, "KEYWORD_SCAN_ROWS", 12)
+            assert repo.selective_terms(s, ["common", "kelp", "walrus", "absent"]) == ["walrus", "kelp"]
+            assert [i for i, _ in repo.keyword_search(s, "walrus common")] == [7]  # "common" (20 rows) dropped
+            assert sorted(i for i, _ in repo.keyword_search(s, "kelp common")) == list(range(1, 21, 2))
+            only_common = [i for i, _ in repo.keyword_search(s, "common everywhere", limit=100)]
+            assert len(only_common) == 12 and set(only_common) <= set(range(1, 21))  # bounded, all words held
+            assert repo.keyword_search(s, "common absent") == []  # no item holds both
+            monkeypatch.setattr(repo, "KEYWORD_SCAN_ROWS", 5)
+            assert repo.selective_terms(s, ["kelp", "walrus"]) == ["walrus"]  # kelp's 10 rows exceed what is left
+    finally:
+        engine.dispose()
+
+
 # ---------------------------------------------------------------- incremental indexer
 def test_indexer_changes_reach_keyword_results(db_url, tmp_path):
     notes, data = tmp_path / "notes", tmp_path / "data"
