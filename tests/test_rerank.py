@@ -57,7 +57,7 @@ def test_indexer_stores_token_views_per_item(demo_data):
     by_name = {Path(p).name: views[i[0]] for p, i in ids.items()}
     apple = by_name["red-apple-twitter.png"]
     assert set(apple) == {"pixels", "name"} and apple["pixels"].shape == (17, 384)
-    assert np.allclose(np.linalg.norm(apple["pixels"], axis=1), 1.0, atol=1e-2)  # unit tokens, stored as float16
+    assert np.allclose(np.linalg.norm(apple["pixels"], axis=1), 1.0, atol=1e-2)  # unit tokens, stored as int8 with a scale per row
     clip = by_name["a-red-apple.wav"]
     assert set(clip) == {"sound", "transcript"} and 2 <= len(clip["sound"]) <= 33
     note = next(v for n, v in by_name.items() if n.endswith(".txt"))
