@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir")
     r.add_argument("--index-factory", default=None,
                    help="as for add (default: the factory typed earlier, else auto by size)")
-    r.add_argument("--tokens", action="store_true", help="re-encode the token features of every item (decodes all files again)")
+    tok = r.add_mutually_exclusive_group()
+    tok.add_argument("--tokens", action="store_true", help="re-encode the token features of every item (decodes all files again)")
+    tok.add_argument("--no-tokens", action="store_true",
+                     help="only the indices: leave missing token features to the next `indexer add` (they need the "
+                          "files decoded again; `indexer status` counts them)")
     r.add_argument("--json", action="store_true")
 
     st = sub.add_parser("status", help="model, item counts per modality, last run")
@@ -153,14 +157,18 @@ def _rebuild(args: argparse.Namespace, catalog: Catalog) -> int:
         for modality in present:
             idx = catalog.rebuild_index(modality, model, checksums, revision, factory=args.index_factory)
             counts[modality] = {"count": idx.count, "factory": idx.manifest.factory}
-        tokens = rebuild_tokens(catalog, resolve_model(catalog, model), force=args.tokens)
+        tokens = ({"written": 0, "skipped": None, "failed": 0, "deferred": missing_tokens(catalog)} if args.no_tokens
+                  else rebuild_tokens(catalog, resolve_model(catalog, model), force=args.tokens))
     finally:
         catalog.unlock()
     if args.json:
         print(json.dumps({**counts, "tokens": tokens}))
     else:
         print("\n".join(f"{m}: {c['count']} vectors ({c['factory']})" for m, c in counts.items()))
-        print(f"token features: {tokens['written']} written, {tokens['skipped']} kept, {tokens['failed']} failed")
+        if args.no_tokens:
+            print(f"token features: not refilled (--no-tokens); {tokens['deferred']} items have none")
+        else:
+            print(f"token features: {tokens['written']} written, {tokens['skipped']} kept, {tokens['failed']} failed")
     return 0
 
 

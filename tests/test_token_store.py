@@ -75,3 +75,36 @@ def test_killed_token_rebuild_keeps_reranking_and_missing_tokens_are_refilled(tm
     assert run_json("indexer", "status", "--data-dir", str(data))["tokens_missing"] == 0
     assert len(list(tokens.glob("*/*.tok"))) == 150
     assert not (data / "tokens.new").exists()
+
+
+def test_token_refill_encodes_many_files_per_pass_with_the_indexers_result(tmp_path, monkeypatch):
+    """`indexer rebuild` refills missing tokens in batches across files (one note per file used to mean one
+    forward pass per note), and writes what the indexer itself wrote."""
+    from indexer import token_sync
+    from indexer.catalog import Catalog
+    from retrieval.encoders import create_model
+
+    notes, data = tmp_path / "notes", tmp_path / "data"
+    _notes(notes, 40)
+    run_json("indexer", "add", str(notes), "--data-dir", str(data))
+    store = TokenStore(data / "tokens")
+    written_by_indexer = store.get_many(sorted(store.ids()))
+    assert len(written_by_indexer) == 40
+    kept = min(written_by_indexer)  # as a killed run leaves a store: some items with tokens, the rest without
+    store.delete_many(i for i in written_by_indexer if i != kept)
+    deferred = run_json("indexer", "rebuild", "--no-tokens", "--data-dir", str(data), "--json")
+    assert deferred["text"]["count"] == 40 and deferred["tokens"]["deferred"] == 39 and store.ids() == {kept}
+    store.delete_many([kept])
+    calls = []
+    real = token_sync.item_views
+    monkeypatch.setattr(token_sync, "item_views", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    catalog = Catalog(data)
+    try:
+        out = token_sync.rebuild_tokens(catalog, create_model(None))
+    finally:
+        catalog.close()
+    assert out == {"written": 40, "skipped": 0, "failed": 0}
+    assert calls == [token_sync.BATCH, 40 - token_sync.BATCH]  # 2 passes for 40 files
+    refilled = TokenStore(data / "tokens").get_many(sorted(written_by_indexer))
+    for item_id, views in written_by_indexer.items():
+        assert np.allclose(refilled[item_id]["text"], views["text"], atol=2e-2)
