@@ -9,10 +9,10 @@ keyword search to a sentence holding a matched word when the nearest one has non
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -91,7 +91,7 @@ class Presenter:
         for h, span in zip(hits, spans):
             m = meta[h.id]
             h.path = m["path"]
-            h.name = Path(m["path"]).name
+            h.name = os.path.basename(m["path"])  # stored paths are absolute POSIX paths; no Path() per hit
             extra = m.get("extra") or {}
             if h.modality == "image":
                 h.width, h.height = extra.get("width"), extra.get("height")

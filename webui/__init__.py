@@ -71,6 +71,7 @@ class ItemIdConverter(IntegerConverter):
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.json.sort_keys = False  # responses keep the order they are built in; sorting 100 hits' keys cost time
     app.config.from_mapping(DEFAULT_CONFIG)
     app.config.from_prefixed_env("WEBUI")
     if "WEBUI_TOKEN" in os.environ:  # a string as written (from_prefixed_env would parse "123" as a number)
