@@ -12,9 +12,18 @@ perturbed stored vectors), so nothing is served from a cache; the files do not e
 
 It then starts the real ``python -m webui`` and measures, with a bounded loop of keep-alive connections on
 127.0.0.1: p50/p99 latency, requests/s, server ÷ raw p50, memory per gunicorn worker (RssAnon: private; RssFile: the memory-mapped index, shared by the
-workers; Pss: each shared page divided among its processes), recall@10 of the index against exact search. Not yet here (issue 14): clip-retrieval's own ``clip back`` on the same data, 32 clients.
+workers; Pss: each shared page divided among its processes), recall@10 of the index against exact search;
+hybrid (keywords + vectors) typed queries and ``GET /api/stats``. Each passage's text is 12 pseudo-words drawn
+from a Zipf law over a 50,000-word vocabulary (a hybrid query's 3 words then hit a few to ~100k passages each,
+as real words do); typed queries are 3 such words.
 
-    .venv/bin/python bench/serve_scale.py --items 100000 --out bench/results-serve-scale-100k.json
+**The peer in the same run** (``--no-peer`` to skip): clip-retrieval 2.45.0's ``clip back`` (bench/peer_clip_back.py,
+in its own venv under ``~/.cache/retrieval-bench``, made here on first use with pip; never in requirements.txt) serves the
+same vectors, in the same order, with the same captions as Arrow metadata (its fastest provider) and the index
+its own builder (``clip-retrieval index``, autofaiss) chose; it answers the same ``/knn-service`` bodies at the
+same k and clients, one level after ours, and its recall@10 against exact search is measured the same way.
+
+    .venv/bin/python bench/serve_scale.py --items 1000000 --out bench/results-serve-scale-1m.json
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from load_webui import percentile, start_server  # noqa: E402
 
 DIM = 384
 T0 = time.perf_counter()
+_END = object()
 
 
 def log(msg: str) -> None:
@@ -49,6 +59,24 @@ def log(msg: str) -> None:
 
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+VOCAB = 50_000
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70: pseudo-words of 2-4 syllables
+
+
+def word(rank: int) -> str:
+    """The vocabulary's word of ``rank`` (0 = the most frequent): distinct, pronounceable, no real English."""
+    out, r = [], rank + 70
+    while r:
+        r, d = divmod(r, 70)
+        out.append(_SYLLABLES[d])
+    return "".join(out)
+
+
+def passages(n: int, seed: int, words: int = 12) -> list[str]:
+    ranks = np.random.default_rng(seed).zipf(1.1, (n, words)) - 1
+    return [" ".join(word(int(r) % VOCAB) for r in row) for row in ranks]
 
 
 def vectors(kind: str, n: int, seed: int) -> np.ndarray:
@@ -77,12 +105,13 @@ def build(data_dir: Path, kind: str, n: int, per_file: int, batch: int = 5000) -
             s.commit()
         for start in range(0, n, batch):
             vecs = vectors(kind, min(batch, n - start), seed=1 + start)
+            texts = passages(len(vecs), seed=1 + start)
             with catalog.session() as s:
                 for first in range(0, len(vecs), per_file):
                     i = start + first
                     row = repo.upsert_file(s, path=f"/synthetic/{i:08d}.txt", file_id=None, modality="text",
                                            size=64 * per_file, mtime_ns=0, sha256=None, error=None)
-                    repo.add_items(s, row.id, [repo.NewItem("text", vec, content=f"synthetic passage {i + j}")
+                    repo.add_items(s, row.id, [repo.NewItem("text", vec, content=texts[first + j])
                                                for j, vec in enumerate(vecs[first:first + per_file])])
                 repo.bump_revision(s)
                 s.commit()
@@ -137,26 +166,36 @@ def raw_level(index, qs: np.ndarray, k: int, clients: int) -> dict:
     return summary(latencies, time.perf_counter() - t0, [], clients)
 
 
-def http_level(port: int, path: str, bodies: list[bytes], k: int, clients: int) -> dict:
+def http_level(port: int, path: str, bodies: list[bytes | None], k: int | None, clients: int,
+               max_s: float = 60.0) -> dict:
+    """``bodies`` POSTed to ``path`` (None: a GET) by ``clients`` keep-alive connections; an answer counts when it
+    is a 200 with ``k`` hits (``k`` None: any 200)."""
     todo, lock, latencies, errors = iter(bodies), threading.Lock(), [], []
     gate = threading.Barrier(clients + 1)
 
     def worker() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         gate.wait()
-        while True:
+        while time.perf_counter() < stop_at:
             with lock:
-                body = next(todo, None)
-            if body is None:
+                body = next(todo, _END)
+            if body is _END:
                 break
             t = time.perf_counter()
             try:
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                if body is None:
+                    conn.request("GET", path)
+                else:
+                    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 data = json.loads(resp.read())
                 elapsed = time.perf_counter() - t
-                hits = data["hits"] if isinstance(data, dict) else data
-                problem = None if resp.status == 200 and len(hits) == k else f"HTTP {resp.status}: {str(data)[:200]}"
+                if k is None:
+                    ok = resp.status == 200
+                else:
+                    hits = data["hits"] if isinstance(data, dict) else data
+                    ok = resp.status == 200 and len(hits) == k
+                problem = None if ok else f"HTTP {resp.status}: {str(data)[:200]}"
             except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
                 elapsed, problem = 0.0, f"{type(exc).__name__}: {exc}"
                 conn.close()
@@ -166,13 +205,98 @@ def http_level(port: int, path: str, bodies: list[bytes], k: int, clients: int) 
         conn.close()
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
+    stop_at = time.perf_counter() + 3600  # set when the clients start: a slow route stops after max_s
     for t in threads:
         t.start()
+    stop_at = time.perf_counter() + max_s
     gate.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
     return summary(latencies, time.perf_counter() - t0, errors, clients)
+
+
+PEER = "clip-retrieval==2.45.0"
+PEER_VENV = Path.home() / ".cache" / "retrieval-bench" / "clip-retrieval-2.45.0"
+
+
+def peer_python() -> Path:
+    """The peer's own venv (made on first use: ``pip install clip-retrieval==2.45.0``; its ``clip`` dependency
+    still imports ``pkg_resources``, which setuptools 81 dropped)."""
+    py = PEER_VENV / "bin" / "python"
+    probe = [str(py), "-c", "import clip_retrieval.clip_back, pkg_resources"]
+    if not py.is_file() or subprocess.run(probe, capture_output=True).returncode != 0:
+        log(f"installing {PEER} into its own venv {PEER_VENV} (a few minutes, once)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", PEER, "setuptools<81"],
+                       check=True)
+    return py
+
+
+def prepare_peer(data_dir: Path, index) -> tuple[Path, np.ndarray, dict]:
+    """The peer's folder for this data directory: the same vectors (row i = the i-th id) and captions, its index
+    built by its own builder (kept with a kept --data-dir). Returns (folder, ids by row, build info)."""
+    from sqlalchemy import select
+
+    from indexer.catalog import Catalog
+    from indexer.models import File, Item
+
+    peer_dir = data_dir / "peer"
+    ids = np.sort(index.ids())
+    info = peer_dir / "index" / "prepare.json"
+    if not info.is_file():
+        shutil.rmtree(peer_dir, ignore_errors=True)
+        peer_dir.mkdir(parents=True)
+        np.save(peer_dir / "emb.npy", np.concatenate([index.vectors(ids[i:i + 100_000])
+                                                      for i in range(0, len(ids), 100_000)]))
+        catalog = Catalog(data_dir, migrate=False)
+        try:
+            with catalog.session() as s, open(peer_dir / "captions.txt", "w") as out:
+                rows = s.execute(select(Item.id, File.path, Item.content).join(File, File.id == Item.file_id)
+                                 .where(Item.modality == "text").order_by(Item.id))
+                got = 0
+                for (item_id, path, content), expected in zip(rows, ids):
+                    if item_id != expected:
+                        raise SystemExit(f"catalog item {item_id} where the index holds {expected}: rebuild the index")
+                    out.write(f"{path}\t{(content or '').replace(chr(10), ' ')}\n")
+                    got += 1
+        finally:
+            catalog.close()
+        log(f"peer: building its index over {got:,} vectors with clip-retrieval's own builder (autofaiss)")
+        subprocess.run([str(peer_python()), str(REPO / "bench" / "peer_clip_back.py"), "prepare",
+                        str(peer_dir / "emb.npy"), str(peer_dir / "captions.txt"), str(peer_dir)], check=True,
+                       stdout=open(peer_dir / "prepare.log", "wb"), stderr=subprocess.STDOUT)
+        (peer_dir / "emb.npy").unlink()
+    built = json.loads(info.read_text())
+    chosen = json.loads((peer_dir / "index" / "text.json").read_text())
+    return peer_dir, ids, {**built, "index_key": chosen.get("index_key"), "index_param": chosen.get("index_param"),
+                           "index_file_mb": round((peer_dir / "index" / "text.index").stat().st_size / 2**20, 1)}
+
+
+def start_peer(peer_dir: Path, log_path: Path) -> tuple[subprocess.Popen, int]:
+    from load_webui import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(peer_python()), str(REPO / "bench" / "peer_clip_back.py"), "serve", str(peer_dir),
+                             str(port)], stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
+    deadline = time.perf_counter() + 900
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"clip back exited ({proc.returncode}); see {log_path}:\n{log_path.read_text()[-2000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/indices-list")
+            if conn.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            time.sleep(1)
+    raise SystemExit(f"clip back did not answer within 900 s; see {log_path}")
+
+
+def process_memory_mb(pid: int) -> dict:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {k: round(int(status[k].split()[0]) / 1024, 1) for k in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def worker_memory_mb(arbiter: int) -> list[dict]:
@@ -215,10 +339,12 @@ def main() -> int:
     p.add_argument("--data-dir", type=Path, help="keep the synthetic data directory here (default: a temp dir)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=4)
-    p.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--ks", type=int, nargs="+", default=[10, 100])
-    p.add_argument("--requests", type=int, default=200, help="requests per measured level")
+    p.add_argument("--requests", type=int, default=200, help="requests per measured level (each also stops after --max-s)")
+    p.add_argument("--max-s", type=float, default=30.0, help="seconds per measured level at most (default 30)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--no-peer", dest="peer", action="store_false", help="skip clip-retrieval's clip back")
     p.add_argument("--no-copy-baseline", dest="copy_baseline", action="store_false",
                    help="skip the second server that copies the index into each worker (memory comparison)")
     args = p.parse_args()
@@ -227,7 +353,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="serve_scale_"))
     data_dir = args.data_dir or tmp / "data"
-    proc = None
+    proc = peer = None
     try:
         info = data_dir / "serve_scale_build.json"  # how a kept --data-dir was built, for later runs' JSON
         if (data_dir / "index").is_dir():
@@ -237,9 +363,13 @@ def main() -> int:
             info.write_text(json.dumps(built))
         log(f"built: {built}")
         index = VectorIndex.load(data_dir / "index" / "text", mmap=True)  # as the server's workers load it
+        peer_info = None
+        if args.peer:
+            peer_dir, peer_ids, peer_info = prepare_peer(data_dir, index)
+            log(f"peer index: {peer_info}")
         stored = index.vectors(index.ids()[:: max(1, index.count // 20000)])
-        levels_needed = 1 + 3 * len(args.ks) * len(args.clients)  # raw + 3 routes x ks x clients (+ 3 warm-ups of 20)
-        qs = queries(args.generator, args.requests * levels_needed + 200, stored)
+        per_level = len(args.ks) * len(args.clients)
+        qs = queries(args.generator, args.requests * (1 + 3 * per_level) + 400, stored)
         sample = qs[:100]
         all_ids = index.ids()
         exact = exact_search(index.vectors(all_ids), all_ids, sample, 10)[1]
@@ -248,38 +378,53 @@ def main() -> int:
         load_before = round(os.getloadavg()[0], 2)
         raw = {f"k={k}": [raw_level(index, qs[:args.requests], k, c) for c in args.clients] for k in args.ks}
         log(f"raw: {json.dumps(raw)}")
+        encode_ms = typed_encode_ms()
+        log(f"text tower, one query: p50 {encode_ms} ms")
 
         proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / "server.log")
         port = int(url.rsplit(":", 1)[1])
         pos = args.requests
+        words = np.random.default_rng(7)
 
-        def bodies(kind: str, k: int, n: int = args.requests) -> list[bytes]:
+        def bodies(kind: str, k: int, n: int = args.requests) -> list[bytes | None]:
             nonlocal pos
-            chunk, pos = qs[pos:pos + n], pos + n
-            if kind == "api_vector":
-                return [json.dumps({"vector": q.tolist(), "target": "text", "k": k}).encode() for q in chunk]
-            if kind == "knn_service":
+            if kind in ("api_vector", "knn_service", "peer_knn"):
+                chunk, pos = qs[pos:pos + n], (pos + n) % (len(qs) - n)
+                if kind == "api_vector":
+                    return [json.dumps({"vector": q.tolist(), "target": "text", "k": k}).encode() for q in chunk]
+                name = "peer" if kind == "peer_knn" else data_dir.name
                 return [json.dumps({"embedding_input": q.tolist(), "modality": "text", "num_images": k,
-                                    "num_result_ids": k, "indice_name": data_dir.name}).encode() for q in chunk]
-            return [json.dumps({"text": f"synthetic query number {pos + i}", "target": "text", "k": k}).encode()
-                    for i in range(len(chunk))]
+                                    "num_result_ids": k, "indice_name": name}).encode() for q in chunk]
+            if kind == "stats":
+                return [None] * n
+            text = [" ".join(word(int(r) % VOCAB) for r in words.zipf(1.1, 3) - 1) for _ in range(n)]
+            return [json.dumps({"text": t, "target": "text", "k": k, **({"hybrid": True} if kind == "api_hybrid" else {})}
+                               ).encode() for t in text]
 
-        routes = {"api_vector": "/api/search", "knn_service": "/knn-service", "api_text": "/api/search"}
+        routes = {"api_vector": "/api/search", "knn_service": "/knn-service", "api_text": "/api/search",
+                  "api_hybrid": "/api/search"}
         for kind in routes:  # warm every worker: model, index, first requests
             http_level(port, routes[kind], bodies(kind, 10, 20), 10, args.workers * 2)
         server: dict = {}
         for kind, path in routes.items():
             for k in args.ks:
-                levels = [http_level(port, path, bodies(kind, k), k, c) for c in args.clients]
+                levels = [http_level(port, path, bodies(kind, k), k, c, args.max_s) for c in args.clients]
                 for level, raw_level_ in zip(levels, raw[f"k={k}"]):
                     level["server_over_raw_p50"] = round(level["p50_ms"] / max(raw_level_["p50_ms"], 1e-3), 2)
+                    if kind == "api_text":  # what a typed query cannot avoid: encode it, then search
+                        level["server_over_encode_plus_raw_p50"] = round(
+                            level["p50_ms"] / max(raw_level_["p50_ms"] + encode_ms, 1e-3), 2)
                 server.setdefault(kind, {})[f"k={k}"] = levels
                 log(f"{kind} k={k}: {json.dumps(levels)}")
+        server["stats"] = [http_level(port, "/api/stats", bodies("stats", 0), None, c, args.max_s)
+                           for c in args.clients[:2]]
+        log(f"stats: {json.dumps(server['stats'])}")
         memory = worker_memory_mb(proc.pid)
         log(f"memory per worker (MB): {json.dumps(memory)}")
+        _stop(proc)
+        proc = None
         copied = None
         if args.copy_baseline:  # the same server and warm-up with every worker copying the index (as before mmap)
-            _stop(proc)
             os.environ["RETRIEVAL_INDEX_MMAP"] = "0"
             try:
                 proc, url = start_server(data_dir.resolve(), args.workers, args.threads, tmp / "server-copy.log")
@@ -290,9 +435,39 @@ def main() -> int:
                 http_level(port, routes[kind], bodies(kind, 10, 20), 10, args.workers * 2)
             copied = worker_memory_mb(proc.pid)
             log(f"memory per worker, index copied (MB): {json.dumps(copied)}")
+            _stop(proc)
+            proc = None
+        peer_result = None
+        if args.peer:
+            peer, peer_port = start_peer(peer_dir, tmp / "peer.log")
+            http_level(peer_port, "/knn-service", bodies("peer_knn", 10, 20), 10, 4)
+            got = []
+            for q in sample:  # its recall: rows -> our ids
+                conn = http.client.HTTPConnection("127.0.0.1", peer_port, timeout=60)
+                conn.request("POST", "/knn-service", body=json.dumps(
+                    {"embedding_input": q.tolist(), "modality": "text", "num_images": 10, "num_result_ids": 10,
+                     "indice_name": "peer"}).encode(), headers={"Content-Type": "application/json"})
+                got.append([int(peer_ids[h["id"]]) for h in json.loads(conn.getresponse().read())])
+                conn.close()
+            peer_recall = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(got, exact)]))
+            peer_levels = {}
+            for k in args.ks:
+                levels = [http_level(peer_port, "/knn-service", bodies("peer_knn", k), k, c, args.max_s)
+                          for c in args.clients]
+                for level, ours, raw_level_ in zip(levels, server["knn_service"][f"k={k}"], raw[f"k={k}"]):
+                    level["server_over_our_raw_p50"] = round(level["p50_ms"] / max(raw_level_["p50_ms"], 1e-3), 2)
+                    level["ours_over_peer_p50"] = round(ours["p50_ms"] / max(level["p50_ms"], 1e-3), 2)
+                    level["ours_over_peer_req_per_s"] = round((ours["req_per_s"] or 0) / max(level["req_per_s"] or 0, 1e-3), 2)
+                peer_levels[f"k={k}"] = levels
+                log(f"peer knn k={k}: {json.dumps(levels)}")
+            peer_result = {"command": "clip_back(enable_faiss_memory_mapping=True, use_arrow=True) "
+                                      "(bench/peer_clip_back.py serve)",
+                           "version": PEER, "index": peer_info, "recall@10_vs_exact": round(peer_recall, 4),
+                           "memory_mb": process_memory_mb(peer.pid), "knn_service": peer_levels}
         result = {
-            "benchmark": "serve_scale: raw VectorIndex.search vs POST /api/search (vector, text) and /knn-service "
-                         "(embedding_input) on synthetic vectors written through the repository API",
+            "benchmark": "serve_scale: raw VectorIndex.search vs POST /api/search (vector, text, hybrid), /knn-service "
+                         "(embedding_input) and GET /api/stats on synthetic vectors written through the repository API, "
+                         "with clip-retrieval's clip back on the same vectors",
             "data": {**built, "dim": DIM, "count": index.count, "factory": index.manifest.factory,
                      "recall@10_vs_exact": round(recall, 4)},
             "server": {"command": f"python -m webui --workers {args.workers} --threads {args.threads}",
@@ -306,14 +481,17 @@ def main() -> int:
                                       "RETRIEVAL_INDEX_MMAP=0, after the same warm-up (20 requests per route)"},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "load_avg_1m_before": load_before, "load_avg_1m_after": round(os.getloadavg()[0], 2)},
-            "raw_index_search": raw, "http": server,
-            "text_note": "api_text: typed queries, each distinct (encoded by the text tower; text->text has no "
-                         "re-ranker, so none runs)",
-            "total_errors": sum(level["errors"] for kinds in server.values() for ls in kinds.values() for level in ls),
+            "raw_index_search": raw, "text_encode_p50_ms": encode_ms, "http": server, "peer_clip_back": peer_result,
+            "level_note": f"each level: up to {args.requests} requests or {args.max_s} s, whichever comes first",
+            "text_note": "api_text / api_hybrid: typed queries of 3 Zipf-drawn vocabulary words, each distinct "
+                         "(encoded by the text tower; text->text has no re-ranker, so none runs)",
+            "total_errors": sum(level["errors"] for kinds in server.values()
+                                for ls in (kinds.values() if isinstance(kinds, dict) else [kinds]) for level in ls),
         }
     finally:
-        if proc is not None:
-            _stop(proc)
+        for running in (proc, peer):
+            if running is not None:
+                _stop(running)
         if args.data_dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(result, indent=2)
@@ -321,6 +499,21 @@ def main() -> int:
     if args.out:
         args.out.write_text(text + "\n")
     return 1 if result["total_errors"] else 0
+
+
+def typed_encode_ms(n: int = 30) -> float:
+    """p50 of the bundled text tower encoding one typed query, in this process (the part of a typed query the
+    server cannot skip)."""
+    from retrieval.encoders import create_model
+
+    tower = create_model(None)
+    tower.encode("text", ["warm up"])
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        tower.encode("text", [f"{word(i)} {word(3 * i + 1)} {word(7 * i + 2)}"])
+        times.append((time.perf_counter() - t) * 1000)
+    return round(percentile(times, 0.5), 2)
 
 
 if __name__ == "__main__":
