@@ -1,0 +1,222 @@
+"""Deleting from a large index does not rebuild it (issue 14 part 4): tombstones.
+
+* HNSW, IVF and refined (``…,RFlat``, what ``auto`` builds above 200k) indices record removed ids as
+  tombstones: a search never returns one and still returns the exact live top-k, also when every nearest
+  neighbour of the query is deleted (the search retries with a larger fetch); count, ids, stored vectors and
+  the reference sample leave them out; a tombstoned id cannot come back. Flat and SQ indices remove in place;
+* tombstones are saved beside the index (``tombstones.npy``, counted in the manifest) and loaded with it,
+  mapped or not; a delete-only save leaves ``index.faiss`` as it is; a lost tombstone file is refused;
+* the indexer: deleting a file from an HNSW32 data directory writes tombstones, no rebuild (SQLite and
+  Postgres); past ``COMPACT_FRACTION`` it compacts; ``indexer rebuild`` always does;
+* the web engine keeps its mapped index and takes the new tombstones when only they changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from conftest import new_pg_database, run_json
+from retrieval.index import INDEX_NAME, MANIFEST_NAME, TombstonedIdError, VectorIndex, exact_search
+from retrieval.tombstones import COMPACT_FRACTION, TOMBSTONES_NAME, first_fetch
+
+TOMBSTONED = ["PQ16x4fs,RFlat", "HNSW32", "IVF16,Flat"]
+N, DIM = 3000, 32
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(14)
+    x = _unit(rng.standard_normal((N, DIM)))
+    q = _unit(rng.standard_normal((40, DIM)))
+    return np.arange(N, dtype=np.int64) * 3 + 7, x, q  # ids with gaps, as SQL ids after deletions
+
+
+def _build(ids: np.ndarray, x: np.ndarray, factory: str) -> VectorIndex:
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # HNSW's graph depends on the insertion threads: one, so the test is repeatable
+    try:
+        return VectorIndex.build(ids, x, model="m", checksums={}, dim=x.shape[1], factory=factory, modality="text")
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _spy_fetches(index: VectorIndex, monkeypatch) -> list[int]:
+    """The k of every search the index runs underneath (first fetch and retries)."""
+    fetches: list[int] = []
+    raw = index._raw_search
+
+    def spy(queries, k):
+        fetches.append(k)
+        return raw(queries, k)
+
+    monkeypatch.setattr(index, "_raw_search", spy)
+    return fetches
+
+
+# ---------------------------------------------------------------- the index
+@pytest.mark.parametrize("factory", TOMBSTONED)
+def test_removed_ids_are_never_returned_and_the_rest_is_the_exact_live_top_k(data, factory, monkeypatch):
+    ids, x, q = data
+    index = _build(ids, x, factory)
+    rng = np.random.default_rng(1)
+    _, near = exact_search(x, ids, q[:3], 150)  # adversarial rows: their 150 nearest neighbours are gone
+    dead = np.union1d(near.ravel(), rng.choice(ids, N // 10, replace=False))
+    assert not index.removes_in_place
+    assert index.remove(dead) == len(dead)
+    assert index.remove(dead[:5]) == 0 and index.remove(np.array([1, 2])) == 0  # again, and ids it never held
+    assert index.count == N - len(dead) and np.array_equal(index.tombstones, dead)
+    live = ~np.isin(ids, dead)
+    assert np.array_equal(index.ids(), ids[live])
+    fetches = _spy_fetches(index, monkeypatch)
+    for k in (1, 10, 50):
+        want_s, want = exact_search(x[live], ids[live], q, k)
+        got_s, got = index.search(q, k)
+        assert not np.isin(got, dead).any(), f"{factory} k={k}: a removed id came back"
+        assert np.array_equal(got, want), f"{factory} k={k}: not the exact live top-k"
+        assert np.allclose(got_s, want_s, atol=1e-4)
+    assert max(fetches) > first_fetch(50, len(dead), N), "the adversarial rows were never searched again"
+
+
+@pytest.mark.parametrize("factory", TOMBSTONED)
+def test_every_nearest_neighbour_deleted(data, factory, monkeypatch):
+    """The query's 500 nearest vectors (itself included) are dead: the first fetch holds no live hit, the search
+    doubles its fetch until it does, and returns ranks 501.. of the exact list."""
+    ids, x, _ = data
+    index = _build(ids, x, factory)
+    query = x[:1]
+    _, near = exact_search(x, ids, query, 500)
+    index.remove(near[0])
+    fetches = _spy_fetches(index, monkeypatch)
+    _, got = index.search(query, 10)
+    _, ranked = exact_search(x, ids, query, 510)
+    assert np.array_equal(got[0], ranked[0, 500:])
+    first = first_fetch(10, 500, N)
+    assert first == 10 + math.ceil(2 * 10 * 500 / N) + 8 and first < 500
+    assert fetches[0] == first and fetches[-1] > 500 and len(fetches) > 2, fetches
+    assert fetches[-1] <= 10 + 500  # never more than k + tombstones
+
+
+@pytest.mark.parametrize("factory", TOMBSTONED)
+def test_almost_everything_deleted(data, factory):
+    ids, x, q = data
+    index = _build(ids[:400], x[:400], factory)
+    index.remove(ids[4:400])
+    assert index.count == 4
+    _, got = index.search(q[:3], 10)  # k is cut to the 4 live vectors
+    assert got.shape == (3, 4) and all(set(row) == set(ids[:4].tolist()) for row in got)
+    index.remove(ids[:4])
+    assert index.count == 0 and len(index.ids()) == 0
+    s, got = index.search(q[:2], 5)
+    assert (got == -1).all() and np.isneginf(s).all()
+
+
+def test_reads_leave_tombstones_out_and_they_cannot_come_back(data):
+    ids, x, _ = data
+    index = _build(ids[:600], x[:600], "HNSW32")
+    dead = ids[10:600:3]
+    index.remove(dead)
+    live = ~np.isin(ids[:600], dead)
+    assert np.allclose(index.reference_sample(), x[:600][live], atol=1e-6)  # small: every live vector
+    sample = index.reference_sample(64)
+    assert len(sample) == 64 and not (sample @ x[:600][~live].T > 1 - 1e-5).any()  # no dead vector in it
+    assert np.allclose(index.vectors(ids[[0, 1, 599]]), x[[0, 1, 599]], atol=1e-6)
+    with pytest.raises(KeyError, match=str(dead[0])):
+        index.vectors(dead[:1])
+    with pytest.raises(TombstonedIdError, match="never reused"):
+        index.add(dead[:1], x[:1])  # the old vector must not come back to life
+    assert index.count == len(ids[:600][live])
+    index.add(ids[600:610], x[600:610])  # new ids are fine, next to the tombstones
+    _, got = index.search(x[605:606], 1)
+    assert got[0, 0] == ids[605] and index.count == live.sum() + 10
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQfp16"])
+def test_flat_and_sq_indices_remove_in_place(tmp_path, data, factory):
+    ids, x, q = data
+    index = _build(ids[:500], x[:500], factory)
+    assert index.removes_in_place
+    assert index.remove(ids[:100]) == 100
+    assert index._cpu.ntotal == 400 and index.count == 400 and len(index.tombstones) == 0
+    _, got = index.search(q, 20)
+    assert not np.isin(got, ids[:100]).any()
+    index.save(tmp_path)
+    assert not (tmp_path / TOMBSTONES_NAME).exists()
+    assert "tombstones" not in json.loads((tmp_path / MANIFEST_NAME).read_text())["extra"]
+
+
+# ---------------------------------------------------------------- on disk
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_tombstones_are_saved_and_loaded_and_a_delete_only_save_keeps_the_index_file(tmp_path, data, mmap):
+    ids, x, q = data
+    _build(ids, x, "PQ16x4fs,RFlat").save(tmp_path)
+    index_file = tmp_path / INDEX_NAME
+    before = _identity(index_file)
+    writer = VectorIndex.load(tmp_path)  # the indexer's writable copy
+    dead = ids[::7]
+    writer.remove(dead)
+    writer.save(tmp_path)
+    assert _identity(index_file) == before, "a delete-only save rewrote index.faiss"
+    assert np.array_equal(np.load(tmp_path / TOMBSTONES_NAME), dead)
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest["extra"]["tombstones"] == len(dead) and manifest["count"] == N - len(dead)
+
+    reader = VectorIndex.load(tmp_path, mmap=mmap)
+    assert reader.mapped == mmap
+    assert np.array_equal(reader.tombstones, dead) and reader.count == N - len(dead)
+    assert np.array_equal(reader.ids(), writer.ids())
+    assert np.array_equal(reader.search(q, 10)[1], writer.search(q, 10)[1])
+    assert not np.isin(reader.search(q, 100)[1], dead).any()
+
+    tomb_before = _identity(tmp_path / TOMBSTONES_NAME)
+    writer.save(tmp_path)  # nothing changed: neither file is rewritten
+    assert _identity(index_file) == before and _identity(tmp_path / TOMBSTONES_NAME) == tomb_before
+
+    new_ids = np.arange(5) + 10**6
+    writer.add(new_ids, x[:5])  # an add changes the vectors: the index file is replaced (by rename)
+    writer.save(tmp_path)
+    assert _identity(index_file)[0] != before[0]
+    again = VectorIndex.load(tmp_path, mmap=mmap)
+    assert again.count == N - len(dead) + 5 and np.array_equal(again.tombstones, dead)
+    assert reader.count == N - len(dead)  # the earlier reader still answers from what it loaded
+
+
+def test_a_lost_tombstone_file_is_refused_and_unknown_ids_are_dropped(tmp_path, data):
+    ids, x, _ = data
+    index = _build(ids[:500], x[:500], "HNSW32")
+    index.remove(ids[:20])
+    index.save(tmp_path)
+    (tmp_path / TOMBSTONES_NAME).unlink()  # the manifest says 20: serving without them would return deleted items
+    with pytest.raises(ValueError, match="manifest says 20"):
+        VectorIndex.load(tmp_path)
+    np.save(tmp_path / TOMBSTONES_NAME, np.concatenate([ids[:20], [10**9, 10**9 + 1]]))  # ids it does not hold
+    loaded = VectorIndex.load(tmp_path)
+    assert np.array_equal(loaded.tombstones, ids[:20]) and loaded.count == 480
+
+
+def test_a_reader_takes_new_tombstones_over_the_same_mapped_index(tmp_path, data):
+    ids, x, q = data
+    _build(ids, x, "HNSW32").save(tmp_path)
+    reader = VectorIndex.load(tmp_path, mmap=True)
+    _, first = reader.search(q[:1], 5)
+    writer = VectorIndex.load(tmp_path)
+    writer.remove(first[0])
+    writer.save(tmp_path)
+    newer = reader.with_tombstones_of(tmp_path)
+    assert newer is not reader and newer._cpu is reader._cpu and newer.mapped  # the same pages
+    assert newer.count == N - 5 and not np.isin(newer.search(q[:1], 5)[1], first).any()
+    assert reader.count == N and np.array_equal(reader.search(q[:1], 5)[1], first)  # a snapshot in flight
