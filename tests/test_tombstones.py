@@ -220,3 +220,127 @@ def test_a_reader_takes_new_tombstones_over_the_same_mapped_index(tmp_path, data
     assert newer is not reader and newer._cpu is reader._cpu and newer.mapped  # the same pages
     assert newer.count == N - 5 and not np.isin(newer.search(q[:1], 5)[1], first).any()
     assert reader.count == N and np.array_equal(reader.search(q[:1], 5)[1], first)  # a snapshot in flight
+
+
+# ---------------------------------------------------------------- the indexer, end to end
+TOPICS = ["gardening tomatoes", "fixing a bicycle chain", "learning the piano", "baking sourdough bread",
+          "hiking in the alps", "painting with watercolors", "repairing a leaking tap", "training a puppy"]
+
+
+def _notes(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"note_{i:03d}.txt" for i in range(n)]
+    for i, path in enumerate(paths):
+        path.write_text(f"Note {i}: some thoughts about {TOPICS[i % len(TOPICS)]}.")
+    return paths
+
+
+def _index(src: Path, data: Path, model: str, factory: str | None = None, database_url: str | None = None) -> dict:
+    from indexer.catalog import Catalog
+    from indexer.pipeline import AddOptions, add
+
+    catalog = Catalog(data, database_url=database_url)
+    try:
+        return add([src], catalog, AddOptions(model=model, factory=factory, progress=False)).as_dict(with_timings=False)
+    finally:
+        catalog.close()
+
+
+def _sql_ids(data: Path, database_url: str | None = None) -> set[int]:
+    from indexer import repository as repo
+    from indexer.catalog import Catalog
+
+    catalog = Catalog(data, database_url=database_url)
+    try:
+        with catalog.session() as s:
+            return {int(i) for ids, _ in repo.iter_embeddings(s, "text") for i in ids}
+    finally:
+        catalog.close()
+
+
+@pytest.fixture()
+def rebuilds(monkeypatch) -> list[str]:
+    """The modalities Catalog.rebuild_index rebuilt (from SQL) in this process."""
+    from indexer.catalog import Catalog
+
+    calls: list[str] = []
+    rebuild = Catalog.rebuild_index
+
+    def spy(self, modality, *args, **kwargs):
+        calls.append(modality)
+        return rebuild(self, modality, *args, **kwargs)
+
+    monkeypatch.setattr(Catalog, "rebuild_index", spy)
+    return calls
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST_NAME).read_text())
+
+
+def test_deleting_a_file_writes_tombstones_and_compaction_rebuilds(tmp_path, tiny_openclip, rebuilds):
+    src, data = tmp_path / "notes", tmp_path / "data"
+    model = f"openclip:{tiny_openclip}"
+    notes = _notes(src, 30)
+    assert _index(src, data, model, factory="HNSW32")["added"] == 30
+    folder = data / "index" / "text"
+    assert _manifest(folder)["factory"] == "HNSW32"
+    before, ids_before = _identity(folder / INDEX_NAME), _sql_ids(data)
+    rebuilds.clear()
+
+    notes[5].unlink()  # 1 of 30 items: below COMPACT_FRACTION
+    assert _index(src, data, model)["removed"] == 1
+    gone = ids_before - _sql_ids(data)
+    assert len(gone) == 1 and 1 / 30 < COMPACT_FRACTION
+    assert rebuilds == [], "deleting one file rebuilt the index"
+    assert _identity(folder / INDEX_NAME) == before, "deleting one file rewrote index.faiss"
+    assert set(np.load(folder / TOMBSTONES_NAME).tolist()) == gone
+    assert (_manifest(folder)["count"], _manifest(folder)["extra"]["tombstones"]) == (29, 1)
+    hits = run_json("retrieval", "search", "--text", "Note 5: some thoughts about repairing a leaking tap",
+                    "--target", "text", "-k", "50", "--no-rerank", "--data-dir", str(data))["hits"]
+    assert len(hits) == 29 and notes[5].name not in {Path(h["path"]).name for h in hits}
+    assert not gone & {h["id"] for h in hits}
+    assert run_json("indexer", "status", "--data-dir", str(data))["items"]["text"] == 29
+
+    for path in notes[10:13]:  # 4 of 30 dead: past COMPACT_FRACTION, the run compacts
+        path.unlink()
+    assert _index(src, data, model)["removed"] == 3
+    assert rebuilds == ["text"]
+    assert not (folder / TOMBSTONES_NAME).exists() and "tombstones" not in _manifest(folder)["extra"]
+    assert _identity(folder / INDEX_NAME)[0] != before[0]  # a new file, renamed over the old one
+    compacted = VectorIndex.load(folder)
+    assert compacted._cpu.ntotal == compacted.count == 26 and compacted.manifest.factory == "HNSW32"
+    assert set(compacted.ids().tolist()) == _sql_ids(data)
+
+    notes[20].unlink()
+    _index(src, data, model)
+    assert (folder / TOMBSTONES_NAME).exists()
+    out = run_json("indexer", "rebuild", "--data-dir", str(data))  # a rebuild builds fresh: always compacts
+    assert out["text"] == {"count": 25, "factory": "HNSW32"}
+    assert not (folder / TOMBSTONES_NAME).exists() and VectorIndex.load(folder)._cpu.ntotal == 25
+
+
+def test_deleting_a_file_writes_tombstones_with_postgres(tmp_path, tiny_openclip, rebuilds):
+    from indexer.service import open_service
+    from retrieval.query import Input, Query
+
+    url, drop = new_pg_database("tombstones")
+    try:
+        src, data = tmp_path / "notes", tmp_path / "data"
+        model = f"openclip:{tiny_openclip}"
+        notes = _notes(src, 12)
+        _index(src, data, model, factory="HNSW32", database_url=url)
+        before, ids_before = _identity(data / "index" / "text" / INDEX_NAME), _sql_ids(data, url)
+        rebuilds.clear()
+        notes[3].unlink()
+        assert _index(src, data, model, database_url=url)["removed"] == 1
+        gone = ids_before - _sql_ids(data, url)
+        assert rebuilds == [] and _identity(data / "index" / "text" / INDEX_NAME) == before
+        with open_service(data, database_url=url) as service:
+            index = service.searcher.indices["text"]
+            assert index.mapped and index.count == 11 and set(index.tombstones.tolist()) == gone
+            hits = service.search(Query((Input("text", "Note 3: some thoughts"),), target="text", k=50)).hits
+        assert len(hits) == 11 and not gone & {h.id for h in hits}
+    finally:
+        drop()
+
