@@ -344,3 +344,37 @@ def test_deleting_a_file_writes_tombstones_with_postgres(tmp_path, tiny_openclip
     finally:
         drop()
 
+
+def test_the_web_engine_takes_new_tombstones_without_reloading_the_index(tmp_path, tiny_openclip):
+    from webui import create_app
+
+    src, data = tmp_path / "notes", tmp_path / "data"
+    model = f"openclip:{tiny_openclip}"
+    notes = _notes(src, 12)
+    _index(src, data, model, factory="HNSW32")
+    app = create_app({"DATA_DIR": str(data), "TESTING": True, "RELOAD_CHECK_SECONDS": 0})
+    engine, client = app.extensions["webui.engine"], app.test_client()
+
+    def names() -> set[str]:
+        hits = client.post("/api/search", json={"text": "some thoughts", "k": 50}).get_json()["hits"]
+        return {h["name"] for h in hits}
+
+    assert names() == {p.name for p in notes}
+    first = engine.snapshot().service.searcher.indices["text"]
+    assert first.mapped and engine.reloads == {"loaded": 1, "kept": 0, "rebuilt": 0}
+    index_file = data / "index" / "text" / INDEX_NAME
+    before = _identity(index_file)
+
+    notes[7].unlink()
+    _index(src, data, model)
+    assert names() == {p.name for p in notes} - {notes[7].name}
+    now = engine.snapshot().service.searcher.indices["text"]
+    assert _identity(index_file) == before
+    assert now is not first and now._cpu is first._cpu, "the unchanged, mapped index was loaded again"
+    assert engine.reloads == {"loaded": 1, "kept": 1, "rebuilt": 0} and engine._indices.tombstone_reloads == 1
+    assert now.count == 11 and first.count == 12  # a request still holding the first snapshot keeps its view
+    gone = set(first.ids().tolist()) - set(now.ids().tolist())
+    _, got = now.search(first.vectors(np.array(sorted(gone))), 12)  # the deleted note's own vector
+    assert len(gone) == 1 and not gone & set(got.ravel().tolist()) and (got >= 0).sum() == 11
+    stats = client.get("/api/stats").get_json()
+    assert stats["items"]["text"] == 11 and stats["indices"]["text"]["count"] == 11
