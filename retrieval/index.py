@@ -290,7 +290,7 @@ class VectorIndex:
         self.manifest.extra = self._dead.record(self.manifest.extra)
 
     def _all_ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+        return faiss.vector_to_array(self._cpu.id_map).astype(np.int64, copy=False)
 
     def ids(self) -> np.ndarray:
         """The live ids in the index (order of insertion)."""

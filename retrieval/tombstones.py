@@ -3,8 +3,8 @@
 :class:`~retrieval.index.VectorIndex` keeps a sorted, unique int64 array of dead ids beside the FAISS
 index. The vectors stay in the index (HNSW still routes through them), every read filters them out:
 ``count``, ``ids()``, ``vectors()``, the reference sample and :func:`live_search`, which over-fetches
-and retries so that a query still gets its exact live top-k (the top-k the index would return if the dead
-vectors were gone) even when every nearest neighbour is dead. SQL item ids are never reused, so a tombstone
+and retries so that a query still gets the first k live hits of the index's own ranking (for an exhaustive
+index the exact live top-k) even when every nearest neighbour is dead. SQL item ids are never reused, so a tombstone
 never has to be lifted: adding a tombstoned id again is refused (:class:`TombstonedIdError`).
 
 On disk they are ``tombstones.npy`` in the index folder, written atomically (temp file + rename) before the
@@ -27,11 +27,16 @@ from typing import Callable
 import numpy as np
 
 TOMBSTONES_NAME = "tombstones.npy"
-# Compact (rebuild from SQL) past 10% dead: by then dead vectors cost ~10% more memory and disk and the
-# first search fetches k + 20% + OVERFETCH_MARGIN; a rebuild of a 1M-vector index takes minutes, so
-# waiting for 10% of it to die spreads that cost over ~100k deletions instead of paying it on each one.
+# Compact (rebuild from SQL) past 10% dead. Below that, dead vectors cost at most ~10% more memory and disk
+# and a search fetches k + 20% + OVERFETCH_MARGIN hits; a rebuild reads every embedding from SQL, builds and
+# writes the whole file (1.5 GB at 1M; ~20 s for the index alone at 300k, bench/delete_scale.py, against
+# well under 0.1 s for remove + save), so waiting for 10% of the collection to die spreads one rebuild over
+# that many deletions instead of paying it on each run that deletes a file.
 COMPACT_FRACTION = 0.10
-OVERFETCH_MARGIN = 8  # extra hits fetched on the first try beyond the dead fraction's estimate
+# extra hits fetched on the first try beyond twice the expected dead: with 10% dead and k=10, more than 4 of
+# the first 14 are dead for under 1% of queries (those search again); a refined index re-scores k_factor
+# candidates per hit fetched, so every extra hit costs (8 instead of 2 doubled p50 at 1% dead, 300k RFlat)
+OVERFETCH_MARGIN = 2
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
@@ -46,6 +51,11 @@ def isin_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return np.zeros(ids.shape, dtype=bool)
     pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
     return sorted_ids[pos] == ids
+
+
+def _sorted(ids: np.ndarray) -> np.ndarray:
+    """``ids`` sorted (an index's id map usually is already: SQL ids grow)."""
+    return ids if len(ids) < 2 or bool((ids[1:] >= ids[:-1]).all()) else np.sort(ids, kind="stable")
 
 
 def first_fetch(k: int, dead: int, ntotal: int) -> int:
@@ -118,13 +128,13 @@ class Tombstones:
         """Add the ids of ``ids`` that are stored (``stored``: every id of the index) and not yet dead;
         returns how many."""
         ids = np.unique(np.asarray(ids, dtype=np.int64))
-        new = ids[isin_sorted(np.sort(stored), ids) & ~self.mask(ids)]
+        new = ids[isin_sorted(_sorted(stored), ids) & ~self.mask(ids)]
         self.ids = np.union1d(self.ids, new)
         return len(new)
 
     def keep_stored(self, stored: np.ndarray) -> None:
         """Drop dead ids the index does not store (a tombstone file newer than the index file may name some)."""
-        self.ids = self.ids[isin_sorted(np.sort(stored), self.ids)]
+        self.ids = self.ids[isin_sorted(_sorted(stored), self.ids)]
 
     def search(self, search: Callable, queries: np.ndarray, k: int, ntotal: int) -> tuple[np.ndarray, np.ndarray]:
         """``search(queries, k)`` (the raw index search) when none are dead, else :func:`live_search`."""

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import new_pg_database, run_json
 from retrieval.index import INDEX_NAME, MANIFEST_NAME, TombstonedIdError, VectorIndex, exact_search
-from retrieval.tombstones import COMPACT_FRACTION, TOMBSTONES_NAME, first_fetch
+from retrieval.tombstones import COMPACT_FRACTION, OVERFETCH_MARGIN, TOMBSTONES_NAME, first_fetch
 
 TOMBSTONED = ["PQ16x4fs,RFlat", "HNSW32", "IVF16,Flat"]
 N, DIM = 3000, 32
@@ -101,7 +101,7 @@ def test_every_nearest_neighbour_deleted(data, factory, monkeypatch):
     _, ranked = exact_search(x, ids, query, 510)
     assert np.array_equal(got[0], ranked[0, 500:])
     first = first_fetch(10, 500, N)
-    assert first == 10 + math.ceil(2 * 10 * 500 / N) + 8 and first < 500
+    assert first == 10 + math.ceil(2 * 10 * 500 / N) + OVERFETCH_MARGIN and first < 500
     assert fetches[0] == first and fetches[-1] > 500 and len(fetches) > 2, fetches
     assert fetches[-1] <= 10 + 500  # never more than k + tombstones
 
