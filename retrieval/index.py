@@ -53,7 +53,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .tombstones import TOMBSTONES_NAME, Tombstones, TombstonedIdError, file_key
+from .tombstones import TOMBSTONES_NAME, Tombstones, TombstonedIdError, file_key  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

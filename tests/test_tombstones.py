@@ -320,6 +320,34 @@ def test_deleting_a_file_writes_tombstones_and_compaction_rebuilds(tmp_path, tin
     assert not (folder / TOMBSTONES_NAME).exists() and VectorIndex.load(folder)._cpu.ntotal == 25
 
 
+def test_a_tombstoned_id_added_again_makes_the_writer_rebuild_from_sql(tmp_path, tiny_openclip, rebuilds):
+    """Ids are never reused, so this is a bug upstream if it happens: the old vector must not come back, and the
+    catalog (SQL) decides what the index holds."""
+    from indexer.catalog import Catalog
+    from indexer.pipeline import resolve_model
+    from indexer.writer import Writer
+
+    src, data = tmp_path / "notes", tmp_path / "data"
+    model = f"openclip:{tiny_openclip}"
+    notes = _notes(src, 12)
+    _index(src, data, model, factory="HNSW32")
+    notes[0].unlink()
+    _index(src, data, model)
+    catalog = Catalog(data)
+    try:
+        indices = catalog.fresh_indices()
+        dead = int(indices["text"].tombstones[0])
+        writer = Writer(catalog, resolve_model(catalog, None), indices, None)
+        rebuilds.clear()
+        writer.apply({"text": ([dead], [np.ones(indices["text"].manifest.dim, np.float32)])}, [])
+        assert writer.needs_rebuild == {"text"}
+        writer.finish()
+        assert rebuilds == ["text"]
+        assert set(writer.indices["text"].ids().tolist()) == _sql_ids(data) and dead not in _sql_ids(data)
+    finally:
+        catalog.close()
+
+
 def test_deleting_a_file_writes_tombstones_with_postgres(tmp_path, tiny_openclip, rebuilds):
     from indexer.service import open_service
     from retrieval.query import Input, Query
