@@ -1,6 +1,11 @@
 """Writer: one database transaction per batch (files, items, embeddings, revision bump), then the
 in-memory FAISS indices and the token store; the batch types the mapper hands it.
 
+Removed items leave every index at once: in place where FAISS can, else as tombstones
+(:mod:`retrieval.tombstones`), so deleting a file from a large HNSW or ``…,RFlat`` index costs a small
+file write, not a rebuild. :meth:`Writer.finish` compacts an index (rebuilds it from SQL, swapped in by
+rename) once its tombstones pass :data:`~retrieval.tombstones.COMPACT_FRACTION` of it.
+
 A batch the database refuses (a name or text it cannot store) is written file by file, and a file it
 still refuses is recorded as that file's error, so one bad file never fails a run.
 """
@@ -16,7 +21,8 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from retrieval.encoders import Model
-from retrieval.index import VectorIndex, choose_factory, resolve_factory, write_manifest
+from retrieval.index import TombstonedIdError, VectorIndex, choose_factory, resolve_factory, write_manifest
+from retrieval.tombstones import COMPACT_FRACTION
 
 from . import repository as repo
 from .catalog import Catalog
@@ -95,7 +101,7 @@ class Writer:
         self.indices = indices
         self.factory = factory  # typed by the user (sticky; "auto" = by size), or None: keep the earlier choice
         self.revision = catalog.state()[2]
-        self.needs_rebuild: set[str] = set()
+        self.needs_rebuild: set[str] = set()  # rebuilt from SQL by finish() (in memory until then: stale on disk)
         self.dirty: set[str] = set()  # modalities changed in memory since the last save
         self._before = self.revision  # the revision before the latest commit
         self.tokens = catalog.token_store()
@@ -236,16 +242,16 @@ class Writer:
         self.dirty.update(by_modality)
         self.dirty.update(m for m, (ids, _) in added.items() if ids)
         for modality, ids in by_modality.items():
-            if modality not in self.indices:
-                continue
-            if self.indices[modality].supports_remove:
-                self.indices[modality].remove(np.asarray(ids, np.int64))
-            else:
-                self.needs_rebuild.add(modality)
+            if modality in self.indices and modality not in self.needs_rebuild:
+                self.indices[modality].remove(np.asarray(ids, np.int64))  # in place, or tombstones
         for modality, (ids, vecs) in added.items():
             if modality in self.needs_rebuild:
                 continue
-            self._index(modality).add(np.asarray(ids, np.int64), np.stack(vecs))
+            try:
+                self._index(modality).add(np.asarray(ids, np.int64), np.stack(vecs))
+            except TombstonedIdError as exc:  # an id came back (ids are never reused): SQL has the truth
+                log.error("%s; rebuilding the %s index from the catalog", exc, modality)
+                self.needs_rebuild.add(modality)
 
     def save(self) -> None:
         """Write the indices that changed since they were saved; an unchanged one whose saved file is fresh keeps
@@ -264,13 +270,18 @@ class Writer:
         self.dirty -= set(saved)
 
     def finish(self) -> None:
-        """Rebuild indices that need it (removals on HNSW, a factory change, an ``auto`` index whose size now
-        calls for another structure), then save."""
+        """Rebuild indices that need it (a factory change, an ``auto`` index whose size now calls for another
+        structure, tombstones past ``COMPACT_FRACTION``: compaction), then save. A rebuild is written by temp
+        file + rename: readers keep searching the old file (with its tombstones) until they reload."""
         model_name, checksums, _ = self.catalog.state()
         for modality, index in list(self.indices.items()):
             requested = choose_factory(self.factory, index.manifest)
             desired = resolve_factory(requested, index.count, index.manifest.dim)
-            if modality in self.needs_rebuild or not _same_factory(desired, index.manifest.factory):
+            compact = index.dead_fraction > COMPACT_FRACTION
+            if compact:
+                log.info("compacting the %s index: %.0f%% of its vectors are deleted", modality,
+                         100 * index.dead_fraction)
+            if modality in self.needs_rebuild or compact or not _same_factory(desired, index.manifest.factory):
                 self.indices[modality] = self.catalog.rebuild_index(
                     modality, model_name, checksums, self.revision, factory=requested, dim=self.model.dim
                 )

@@ -6,11 +6,15 @@ metric is inner product (= cosine). The factory string picks the structure:
 ``"HNSW32"``, ... or ``"auto"`` which picks by collection size. Every index is
 wrapped in ``IndexIDMap2`` so ids are the database's primary keys.
 
-On disk an index is a folder holding ``index.faiss`` and ``manifest.json``
-(model, checksums, dim, metric, factory, count, revision). Both are written
-atomically (temp file + rename); the manifest is written last, so a crash between
-the two leaves a manifest whose ``revision`` no longer matches the database and
-the caller rebuilds from the stored embeddings.
+On disk an index is a folder holding ``index.faiss``, ``manifest.json`` (model, checksums, dim, metric,
+factory, live count, revision) and ``tombstones.npy`` while removed ids are still stored. Each is written
+atomically (temp file + rename), the manifest last, so a crash in between leaves a manifest whose ``revision``
+no longer matches the database and the caller rebuilds from the stored embeddings. ``index.faiss`` is
+rewritten only when its vectors changed: a delete-only save writes the tombstones and the manifest.
+
+**Removal**: ``Flat`` and ``SQ…`` indices remove ids in place; HNSW, IVF and refined ``…,RFlat`` ones (what
+``auto`` builds above 200k) keep *tombstones* that every read leaves out (:mod:`retrieval.tombstones`: how
+search still returns the live top-k, and when the indexer compacts).
 
 When faiss sees a GPU (faiss-gpu builds), search runs on it; the saved file is
 always the CPU form.
@@ -48,6 +52,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .tombstones import TOMBSTONES_NAME, Tombstones, TombstonedIdError, file_key  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +145,7 @@ def _gpu_available() -> bool:
 
 TRAIN_POINTS_PER_LIST = 64
 MAX_TRAIN_POINTS = 256_000
-
-
-def _supports_remove(factory: str) -> bool:
-    # IVF removes without renumbering its entries while IndexIDMap2 compacts its id map as if
-    # it did, so later searches returned the ids of other items: rebuild IVF indices instead.
-    f = factory.upper()
-    return not (f.startswith("HNSW") or "RFLAT" in f or "REFINE" in f or "IVF" in f)
+GPU_MAX_K = 2048  # faiss GPU indices answer at most this many hits per query: larger fetches search on the CPU
 
 
 class VectorIndex:
@@ -158,6 +158,9 @@ class VectorIndex:
         self._gpu: faiss.Index | None = None
         self._reference: np.ndarray | None = None
         self._lock = threading.Lock()
+        self._dead = Tombstones()  # ids removed but still stored (indices without remove_ids)
+        self._version = 0  # bumped when the FAISS index itself changes (add, remove_ids)
+        self._disk: tuple | None = None  # (version, index file key) of the file this index was loaded/saved as
 
     # ---- construction -------------------------------------------------
     @staticmethod
@@ -216,11 +219,28 @@ class VectorIndex:
     # ---- mutation -----------------------------------------------------
     @property
     def count(self) -> int:
-        return int(self._cpu.ntotal)
+        """Live vectors: those stored minus tombstones."""
+        return int(self._cpu.ntotal) - len(self._dead)
 
     @property
     def supports_remove(self) -> bool:
-        return _supports_remove(self.manifest.factory)
+        """Every index can remove ids: in place (:attr:`removes_in_place`) or by tombstones."""
+        return True
+
+    @property
+    def removes_in_place(self) -> bool:
+        # IVF removes without renumbering its entries while IndexIDMap2 compacts its id map as if it did, so
+        # later searches returned other items' ids; HNSW and IndexRefine have no remove_ids: tombstones instead
+        f = self.manifest.factory.upper()
+        return not (f.startswith("HNSW") or "RFLAT" in f or "REFINE" in f or "IVF" in f)
+
+    @property
+    def tombstones(self) -> np.ndarray:
+        return self._dead.ids.copy()  # sorted ids removed but still stored
+
+    @property
+    def dead_fraction(self) -> float:
+        return len(self._dead) / max(int(self._cpu.ntotal), 1)  # tombstones over stored vectors
 
     @property
     def is_trained(self) -> bool:
@@ -240,26 +260,41 @@ class VectorIndex:
             raise RuntimeError(
                 f"index '{self.manifest.factory}' is not trained; rebuild it with VectorIndex.build"
             )
-        self._cpu.add_with_ids(_as_matrix(vectors, self.manifest.dim), np.asarray(ids, dtype=np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
+        self._dead.refuse(ids, TombstonedIdError, f"removed from the {self.manifest.modality or ''} index, ids are "
+                          "never reused: rebuild the index instead of adding them again")
+        self._cpu.add_with_ids(_as_matrix(vectors, self.manifest.dim), ids)
+        self._version += 1
         self._gpu = self._reference = None
-        self.manifest.count = self.count
+        self._sync_manifest()
 
     def remove(self, ids: np.ndarray) -> int:
-        """Remove ``ids``; returns how many were removed. Raises if unsupported."""
+        """Remove ``ids`` (in place, or as tombstones where the index cannot); returns how many were live."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
         if len(ids) == 0:
             return 0
-        if not self.supports_remove:
-            raise NotImplementedError(f"factory '{self.manifest.factory}' cannot remove ids; rebuild instead")
         self._check_writable()
         with self._lock:
-            removed = self._cpu.remove_ids(np.asarray(ids, dtype=np.int64))
-        self._gpu = self._reference = None
+            if self.removes_in_place:
+                removed = int(self._cpu.remove_ids(ids))
+                self._version += 1
+                self._gpu = None
+            else:
+                removed = self._dead.bury(ids, self._all_ids())
+        self._reference = None
+        self._sync_manifest()
+        return removed
+
+    def _sync_manifest(self) -> None:
         self.manifest.count = self.count
-        return int(removed)
+        self.manifest.extra = self._dead.record(self.manifest.extra)
+
+    def _all_ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self._cpu.id_map).astype(np.int64, copy=False)
 
     def ids(self) -> np.ndarray:
-        """All ids in the index (order of insertion)."""
-        return faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
+        """The live ids in the index (order of insertion)."""
+        return self._dead.live(self._all_ids())
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (M, dim), as the index holds them (decoded if compressed).
@@ -270,6 +305,7 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
         if len(ids) == 0:
             return np.zeros((0, self.manifest.dim), dtype=np.float32)
+        self._dead.refuse(ids, KeyError, f"ids not in the {(self.manifest.modality + ' ') if self.manifest.modality else ''}index")
         with self._lock:
             ivf = faiss.try_extract_index_ivf(self._cpu.index)
             if ivf is not None and ivf.direct_map.no():
@@ -310,17 +346,24 @@ class VectorIndex:
         if self.count == 0:
             n = len(queries)
             return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-        scores, ids = self._searchable().search(queries, k)
-        return scores, ids
+        return self._dead.search(self._raw_search, queries, k, int(self._cpu.ntotal))
+
+    def _raw_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return (self._searchable() if k <= GPU_MAX_K else self._cpu).search(queries, k)
 
     # ---- persistence --------------------------------------------------
     def save(self, folder: Path) -> None:
+        """Write the index file (unless ``folder`` holds this very state), the tombstones, then the manifest."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp_index = folder / (INDEX_NAME + ".tmp")
-        faiss.write_index(self._cpu, str(tmp_index))
-        os.replace(tmp_index, folder / INDEX_NAME)
-        self.manifest.count = self.count
+        index_path = folder / INDEX_NAME
+        if self._disk != (self._version, file_key(index_path)):
+            tmp_index = folder / (INDEX_NAME + ".tmp")
+            faiss.write_index(self._cpu, str(tmp_index))
+            os.replace(tmp_index, index_path)
+            self._disk = (self._version, file_key(index_path))
+        self._dead.save(folder)
+        self._sync_manifest()
         _write_json_atomic(folder / MANIFEST_NAME, asdict(self.manifest))
 
     @classmethod
@@ -328,14 +371,37 @@ class VectorIndex:
         """The saved index in ``folder``; ``mmap``: memory-mapped and read-only (see the module docstring), for
         processes that only search; falls back to a normal read where faiss cannot map the file."""
         folder = Path(folder)
-        manifest = read_manifest(folder)
         index_path = folder / INDEX_NAME
-        if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path} is missing; run `python -m indexer rebuild`")
-        index, mapped = _read_index(index_path, mmap)
+        for _ in range(3):  # again if a compaction renamed a new index file (and dropped tombstones) meanwhile
+            manifest, key = read_manifest(folder), file_key(index_path)
+            if key is None:
+                raise FileNotFoundError(f"{index_path} is missing; run `python -m indexer rebuild`")
+            index, mapped = _read_index(index_path, mmap)
+            dead = Tombstones.load(folder, manifest.extra)
+            if file_key(index_path) == key:
+                break
+        else:
+            raise RuntimeError(f"{index_path} kept changing while it was read")
         vi = cls(manifest, index, mapped=mapped)
         vi._tune()
+        vi._set_dead(dead)
+        vi._disk = (vi._version, key)
         return vi
+
+    def with_tombstones_of(self, folder: Path) -> "VectorIndex":
+        """This index (the same FAISS object: a mapped one shares its pages) with ``folder``'s manifest and
+        tombstones: what a reader loads when only the tombstone file changed since it read ``index.faiss``."""
+        manifest = read_manifest(folder)
+        vi = VectorIndex(manifest, self._cpu, mapped=self.mapped)
+        vi._gpu, vi._lock, vi._version, vi._disk = self._gpu, self._lock, self._version, self._disk
+        vi._set_dead(Tombstones.load(folder, manifest.extra))
+        return vi
+
+    def _set_dead(self, dead: Tombstones) -> None:
+        if len(dead):
+            dead.keep_stored(self._all_ids())
+        self._dead, self._reference = dead, None
+        self._sync_manifest()
 
     def check_model(self, model: str, checksums: dict[str, str]) -> None:
         """Refuse queries from another model than the one this index was built with."""

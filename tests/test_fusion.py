@@ -119,17 +119,20 @@ def test_index_returns_stored_vectors_by_id(factory):
         index.vectors(np.array([12]))
 
 
-def test_ivf_index_is_rebuilt_instead_of_removing_ids():
-    """IVF removal through IDMap2 returned other items' ids afterwards; the pipeline rebuilds IVF instead."""
+def test_ivf_index_removes_ids_by_tombstones():
+    """IVF removal through IDMap2 returned other items' ids afterwards; IVF keeps tombstones instead of calling
+    remove_ids (retrieval.tombstones): the other items keep their ids and the removed ones are never returned."""
     rng = np.random.default_rng(5)
     x = _unit(*rng.standard_normal((600, 16)))
     ids = np.arange(600, dtype=np.int64) * 7 + 5
     index = VectorIndex.build(ids, x, model="m", checksums={}, dim=16, factory="IVF8,Flat")
-    assert not index.supports_remove
-    with pytest.raises(NotImplementedError, match="rebuild"):
-        index.remove(ids[:3])
+    assert index.supports_remove and not index.removes_in_place
+    assert index.remove(ids[:3]) == 3
+    assert index.count == 597 and np.array_equal(index.tombstones, ids[:3])
     _, got = index.search(x[[300]], 1)
     assert got[0, 0] == ids[300]
+    _, got = index.search(x[:3], 10)
+    assert not np.isin(got, ids[:3]).any()
 
 
 # ---------------------------------------------------------------- a real archive

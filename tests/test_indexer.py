@@ -215,9 +215,9 @@ def test_chosen_index_factory_is_kept_without_rebuilding_each_run(tmp_path):
     built = index_file.stat().st_mtime_ns
     run_json("indexer", "add", str(src), "--data-dir", str(data))  # nothing changed, factory "auto"
     assert json.loads((data / "index" / "text" / "manifest.json").read_text())["factory"] == "HNSW32"
-    (src / "note_000.txt").unlink()  # HNSW cannot remove ids: rebuilt from embeddings, same factory
+    (src / "note_000.txt").unlink()  # HNSW cannot remove ids in place: a tombstone, not a rebuild (same factory)
     out = run_json("indexer", "add", str(src), "--data-dir", str(data))
     assert out["removed"] == 1
     manifest = json.loads((data / "index" / "text" / "manifest.json").read_text())
-    assert (manifest["factory"], manifest["count"]) == ("HNSW32", 11)
-    assert index_file.stat().st_mtime_ns != built
+    assert (manifest["factory"], manifest["count"], manifest["extra"]["tombstones"]) == ("HNSW32", 11, 1)
+    assert index_file.stat().st_mtime_ns == built  # compaction waits for 10% dead (tests/test_tombstones.py)

@@ -16,7 +16,9 @@ lags the catalog is rebuilt (``Engine.reloads`` counts each); requests in flight
 keep the snapshot they started with. Saved indices are memory-mapped read-only
 (:meth:`VectorIndex.load` with ``mmap=True``): the workers of one server share the file's pages instead of
 each holding a copy; the indexer replaces index files by rename, so a snapshot still in use keeps reading
-the old file's pages while the next reload maps the new one. Searching itself — encoding, fusion, re-ranking, calibration, hybrid
+the old file's pages while the next reload maps the new one. An indexer run that only deleted items from an
+index that keeps tombstones (HNSW, IVF, ``…,RFlat``: :mod:`retrieval.tombstones`) rewrites only its
+``tombstones.npy``: the reload keeps the mapped index and takes the new tombstones. Searching itself — encoding, fusion, re-ranking, calibration, hybrid
 keywords, excerpts — is the library's query API (:mod:`retrieval.service`);
 this module only hands it a snapshot.
 """
@@ -40,7 +42,8 @@ from indexer.db import schema_versions
 from indexer.service import service_for
 from retrieval import decoders
 from retrieval.encoders import Model
-from retrieval.index import INDEX_NAME, VectorIndex, read_manifest
+from retrieval.index import INDEX_NAME, TOMBSTONES_NAME, VectorIndex, read_manifest
+from retrieval.tombstones import file_key
 from retrieval.present import mark_words  # noqa: F401  (re-exported: the page's word marking)
 from retrieval.service import SearchService
 
@@ -80,7 +83,7 @@ class Engine:
         self._reload_lock = threading.Lock()
         self._catalog_lock = threading.Lock()
         self.reloads = {"loaded": 0, "kept": 0, "rebuilt": 0}  # per modality, since the process started
-        self._indices = _IndexFiles(self.reloads)
+        self._indices = _IndexFiles(self.reloads)  # its .tombstone_reloads: kept ones given new tombstones
         self._kept: dict[str, tuple[int, Any]] = {}  # name -> (catalog revision, value)
 
     # ---- catalog -------------------------------------------------------
@@ -210,35 +213,43 @@ class _IndexFiles:
     path, so a new file is never mistaken for the one already mapped. A new file with the same bytes keeps an
     index that is *not* mapped (a fallback read: reloading it would copy the file again); a mapped one maps the
     new file instead, since mapping costs less than hashing the file would, and keeping the old, deleted inode
-    would leave workers loaded at different times on different page-cache copies."""
+    would leave workers loaded at different times on different page-cache copies.
+
+    The tombstone file (``tombstones.npy``) is part of the key: a kept index whose tombstones changed is
+    replaced by a new object over the same mapped FAISS index with the new tombstones
+    (:meth:`VectorIndex.with_tombstones_of`), so snapshots in flight keep the set they started with."""
 
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = counts
-        self._kept: dict[str, tuple[tuple[int, ...], str | None, VectorIndex]] = {}
+        self.tombstone_reloads = 0  # kept indices given a newer tombstone file (counted as "kept" too)
+        self._kept: dict[str, tuple[tuple[int, ...], str | None, VectorIndex, tuple | None]] = {}
 
     def load(self, folder: Path, modality: str) -> VectorIndex:
         path = folder / INDEX_NAME
-        stat = path.stat()
-        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        key, dead_key = file_key(path), file_key(folder / TOMBSTONES_NAME)  # before reading either
+        if key is None:
+            raise FileNotFoundError(f"{path} is missing")
         kept = self._kept.get(modality)
-        if kept is not None and kept[0] == key:
-            return self._keep(kept[2], folder)
-        digest = None
-        if kept is not None and not kept[2].mapped:
+        same, digest = kept is not None and kept[0] == key, None
+        if kept is not None and not same and not kept[2].mapped:
             digest = _file_digest(path)
-            if kept[1] == digest:
-                self._kept[modality] = (key, digest, kept[2])
-                return self._keep(kept[2], folder)
+            same = kept[1] == digest
+        if same:
+            index = kept[2]
+            if dead_key != kept[3]:  # only the tombstones changed (a delete-only run): same mapped vectors
+                index = index.with_tombstones_of(folder)
+                self.tombstone_reloads += 1
+            else:
+                index.manifest.revision = read_manifest(folder).revision  # same vectors, newer catalog revision
+            if file_key(path) == key:  # not replaced meanwhile (a compaction's new file drops the tombstones)
+                self._kept[modality] = (key, kept[1], index, dead_key)
+                self.counts["kept"] += 1
+                return index
         index = VectorIndex.load(folder, mmap=True)
         if not index.mapped and digest is None:
             digest = _file_digest(path)
         self.counts["loaded"] += 1
-        self._kept[modality] = (key, digest, index)
-        return index
-
-    def _keep(self, index: VectorIndex, folder: Path) -> VectorIndex:
-        index.manifest.revision = read_manifest(folder).revision  # same vectors, newer catalog revision
-        self.counts["kept"] += 1
+        self._kept[modality] = (key, digest, index, dead_key)
         return index
 
 
