@@ -29,7 +29,10 @@ def prepare(emb: str, captions: str, out: str) -> None:
 
     from clip_retrieval.clip_index import clip_index
 
+    import shutil
+
     root = Path(out)
+    shutil.rmtree(root / "index", ignore_errors=True)  # clip_index copies the metadata folder: it must not exist
     (root / "emb" / "text_emb").mkdir(parents=True, exist_ok=True)
     (root / "emb" / "metadata").mkdir(parents=True, exist_ok=True)
     vectors = np.load(emb, mmap_mode="r")
