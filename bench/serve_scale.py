@@ -479,7 +479,7 @@ def main() -> int:
                        "memory_note": "memory_mb_per_worker: after the measured levels, indices memory-mapped (the "
                                       "default); _index_copied: a second server on the same data with "
                                       "RETRIEVAL_INDEX_MMAP=0, after the same warm-up (20 requests per route)"},
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), **gpu_info(),
                         "load_avg_1m_before": load_before, "load_avg_1m_after": round(os.getloadavg()[0], 2)},
             "raw_index_search": raw, "text_encode_p50_ms": encode_ms, "http": server, "peer_clip_back": peer_result,
             "level_note": f"each level: up to {args.requests} requests or {args.max_s} s, whichever comes first",
@@ -499,6 +499,15 @@ def main() -> int:
     if args.out:
         args.out.write_text(text + "\n")
     return 1 if result["total_errors"] else 0
+
+
+def gpu_info() -> dict:
+    """What this run searched and encoded on: faiss GPUs (index cloned there when > 0) and torch's CUDA device."""
+    import faiss
+    import torch
+
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return {"faiss_gpus": gpus, "torch_cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def typed_encode_ms(n: int = 30) -> float:
