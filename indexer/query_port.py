@@ -29,8 +29,8 @@ class CatalogPort:
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         if not ids:
             return {}
-        with self.catalog.session() as s:
-            return repo.item_hits(s, list(ids))
+        with self.catalog.engine.connect() as conn:
+            return repo.item_hits(conn, list(ids))
 
     def item_vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         with self.catalog.session() as s:

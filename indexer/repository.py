@@ -32,12 +32,13 @@ Keyword search (:func:`keyword_search`) reads the full-text table that migration
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from .models import Embedding, File, Item, Run, State, Thumbnail, index_name, split_index_name, utcnow
@@ -214,13 +215,20 @@ def iter_embeddings(s: Session, name: str, batch: int = 20_000) -> Iterator[tupl
         last = int(ids[-1])
 
 
-def item_hits(s: Session, ids: Sequence[int]) -> dict[int, dict]:
-    """Metadata for search hits, keyed by item id."""
+_ITEM_HITS = text(
+    "SELECT items.id, items.modality, items.start_s, items.end_s, items.content, items.extra, files.path, "
+    "items.view, items.file_id FROM items JOIN files ON files.id = items.file_id WHERE items.id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
+
+
+def item_hits(s: Session | Connection, ids: Sequence[int]) -> dict[int, dict]:
+    """Metadata for search hits, keyed by item id: one statement per 500 ids, on a session or a plain connection
+    (the query path passes a connection: no ORM session per request, ~1 ms less at k=100)."""
     out: dict[int, dict] = {}
-    for chunk in _chunks(list(ids), 500):
-        q = select(Item.id, Item.modality, Item.start_s, Item.end_s, Item.content, Item.extra, File.path,
-                   Item.view, Item.file_id).join(File, File.id == Item.file_id).where(Item.id.in_(chunk))
-        for iid, modality, start, end, content, extra, path, view, fid in s.execute(q):
+    for chunk in _chunks([int(i) for i in ids], 500):
+        for iid, modality, start, end, content, extra, path, view, fid in s.execute(_ITEM_HITS, {"ids": chunk}):
+            if isinstance(extra, (str, bytes)):  # SQLite hands JSON back as text here; Postgres parses it
+                extra = json.loads(extra)
             out[iid] = {"id": iid, "path": path, "modality": modality, "start": start, "end": end,
                         "content": content, "extra": extra or {}, "view": view, "file_id": fid}
     return out
