@@ -18,7 +18,8 @@ vectors at its default efSearch (recall@10 0.93 instead of 0.98 at 1M, bench/ind
 faster to add once its efSearch was raised.
 
 :func:`build_from_batches` builds from a callable returning an iterator of ``(ids, vectors)`` batches (SQL keyset
-pages, a generator): pass one counts and keeps a seeded uniform sample (bottom-k of per-row random keys, the same
+pages, a generator): a typed factory that needs no training (Flat, HNSW) is filled in one pass; otherwise pass one
+counts and keeps a seeded uniform sample (bottom-k of per-row random keys, the same
 rows :func:`retrieval.index._training_sample` takes from a whole matrix), the index is trained on it, pass two
 adds batch by batch. A collection of at most ``ONE_PASS_ROWS`` is kept from pass one and built in one pass.
 """
@@ -220,44 +221,67 @@ def build_from_batches(
     from retrieval import index as ri
 
     t0 = time.perf_counter()
-    sampler = StreamSample(ri.MAX_TRAIN_POINTS, dim)
-    held: list[Batch] | None = []
-    for ids, vecs in batches():
-        ids, vecs = _batch(ids, vecs, dim)
-        sampler.add(vecs)
-        if held is not None:
-            held.append((ids, vecs))
-            if sampler.count > ONE_PASS_ROWS:
-                held = None  # too many to keep: the second pass reads them again
-    n = sampler.count
-    concrete = ri.resolve_factory(factory, n, dim, budget_bytes=budget_bytes)
-    if "{n}" in concrete:
-        concrete = concrete.replace("{n}", str(ri.ivf_lists_for(n)))
-    manifest = ri.IndexManifest(model=model, checksums=dict(checksums), dim=dim, factory=concrete,
-                                modality=modality, revision=revision)
-    manifest.set_user_factory(factory)
-    index = ri.VectorIndex(manifest)
-    t1 = time.perf_counter()
-    if not index._cpu.is_trained:  # IVF, PQ, SQ8, ...: train on the sample
-        if n == 0:
-            manifest.factory = concrete = "Flat"
-            index._cpu = ri.VectorIndex._empty(concrete, dim)
+    n = added = 0
+    index = None
+    if factory != "auto" and "{n}" not in factory:  # a typed factory that needs no training (Flat, HNSW...)
+        index = _new_index(factory, factory, model=model, checksums=checksums, dim=dim, modality=modality,
+                           revision=revision)
+        if index._cpu.is_trained:
+            index._tune()
         else:
-            index._cpu.train(sampler.sample(training_limit(concrete, dim)))
-    del sampler
-    index._tune()
-    t2 = time.perf_counter()
-    added = 0
-    for ids, vecs in (held if held is not None else (_batch(i, v, dim) for i, v in batches())):
-        if len(ids):
-            index._cpu.add_with_ids(vecs, ids)
-            added += len(ids)
+            index = None
+    if index is not None:  # one pass: straight into the index
+        for ids, vecs in batches():
+            ids, vecs = _batch(ids, vecs, dim)
+            if len(ids):
+                index._cpu.add_with_ids(vecs, ids)
+                n = added = added + len(ids)
+        t1 = t2 = time.perf_counter()
+    else:
+        sampler = StreamSample(ri.MAX_TRAIN_POINTS, dim)
+        held: list[Batch] | None = []
+        for ids, vecs in batches():
+            ids, vecs = _batch(ids, vecs, dim)
+            sampler.add(vecs)
+            if held is not None:
+                held.append((ids, vecs))
+                if sampler.count > ONE_PASS_ROWS:
+                    held = None  # too many to keep: the second pass reads them again
+        n = sampler.count
+        concrete = ri.resolve_factory(factory, n, dim, budget_bytes=budget_bytes)
+        if "{n}" in concrete:
+            concrete = concrete.replace("{n}", str(ri.ivf_lists_for(n)))
+        index = _new_index(factory, concrete, model=model, checksums=checksums, dim=dim, modality=modality,
+                           revision=revision)
+        t1 = time.perf_counter()
+        if not index._cpu.is_trained:  # IVF, PQ, SQ8, ...: train on the sample
+            if n == 0:
+                index.manifest.factory = "Flat"
+                index._cpu = ri.VectorIndex._empty("Flat", dim)
+            else:
+                index._cpu.train(sampler.sample(training_limit(concrete, dim)))
+        del sampler
+        index._tune()
+        t2 = time.perf_counter()
+        for ids, vecs in (held if held is not None else (_batch(i, v, dim) for i, v in batches())):
+            if len(ids):
+                index._cpu.add_with_ids(vecs, ids)
+                added += len(ids)
     if added != n:
         log.warning("the %s embeddings changed during the rebuild: %d counted, %d added", modality or "", n, added)
-    manifest.count = int(index._cpu.ntotal)
+    index.manifest.count = int(index._cpu.ntotal)
     if timings is not None:
         timings.update(scan_s=t1 - t0, train_s=t2 - t1, add_s=time.perf_counter() - t2)
     return index
+
+
+def _new_index(requested: str, concrete: str, **manifest: object) -> "VectorIndex":
+    from retrieval.index import IndexManifest, VectorIndex
+
+    m = IndexManifest(factory=concrete, **manifest)  # type: ignore[arg-type]
+    m.checksums = dict(m.checksums)
+    m.set_user_factory(requested)
+    return VectorIndex(m)
 
 
 def _batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> Batch:
