@@ -157,48 +157,51 @@ def sample_rows(n_rows: int, limit: int, seed: int = SAMPLE_SEED) -> np.ndarray 
 class StreamSample:
     """The rows of :func:`sample_rows` (for every ``limit`` up to ``capacity``) from a stream of unknown length.
 
-    Keeps at most ``capacity * 3/2`` rows plus one batch (bottom-k of the keys seen so far, compacted when full)."""
+    One buffer of ``capacity * 3/2`` rows (allocated once, filled lazily) holds the bottom-k of the keys seen so
+    far, in stream order; when it is full it is compacted in place to the ``capacity`` smallest keys."""
 
     def __init__(self, capacity: int, dim: int, seed: int = SAMPLE_SEED) -> None:
         self.capacity, self.dim = int(capacity), int(dim)
         self.count = 0
         self._rng = np.random.default_rng(seed)
-        self._keys: list[np.ndarray] = []
-        self._rows: list[np.ndarray] = []
-        self._vecs: list[np.ndarray] = []
-        self._kept = 0
+        room = max(1, self.capacity + self.capacity // 2)
+        self._vecs = np.empty((room, self.dim), dtype=np.float32)  # untouched pages cost nothing
+        self._keys = np.empty(room, dtype=np.float64)
+        self._fill = 0
         self._threshold = math.inf  # keys at or above it cannot be among the `capacity` smallest
 
     def add(self, vectors: np.ndarray) -> None:
         keys = self._rng.random(len(vectors))
         take = np.flatnonzero(keys < self._threshold)
-        if len(take):
-            self._keys.append(keys[take])
-            self._rows.append(take.astype(np.int64) + self.count)
-            self._vecs.append(vectors[take] if len(take) < len(vectors) else vectors)
-            self._kept += len(take)
+        while len(take):
+            if self._fill == len(self._keys):
+                self._compact(self.capacity)
+                take = take[keys[take] < self._threshold]
+                continue
+            part = take[:len(self._keys) - self._fill]
+            end = self._fill + len(part)
+            self._vecs[self._fill:end] = vectors[part]
+            self._keys[self._fill:end] = keys[part]
+            self._fill, take = end, take[len(part):]
         self.count += len(vectors)
-        if self._kept > self.capacity + self.capacity // 2:
-            self._compact(self.capacity)
 
     def _compact(self, limit: int) -> None:
-        keys, rows = np.concatenate(self._keys), np.concatenate(self._rows)
-        vecs = np.concatenate(self._vecs) if len(self._vecs) > 1 else self._vecs[0]
-        if len(keys) > limit:
-            keep = np.argpartition(keys, limit - 1)[:limit]
-            keys, rows, vecs = keys[keep], rows[keep], vecs[keep]
-            self._threshold = float(keys.max())
-        self._keys, self._rows, self._vecs, self._kept = [keys], [rows], [vecs], len(keys)
+        if self._fill <= limit:
+            return
+        keep = np.sort(np.argpartition(self._keys[:self._fill], limit - 1)[:limit])
+        for j in range(0, limit, 8192):  # keep[j] >= j: each block reads rows no earlier block overwrote
+            block = keep[j:j + 8192]
+            self._vecs[j:j + len(block)] = self._vecs[block]
+        self._keys[:limit] = self._keys[keep]
+        self._fill = limit
+        self._threshold = float(self._keys[:limit].max())
 
     def sample(self, limit: int) -> np.ndarray:
-        """The vectors of :func:`sample_rows`\\ (count, limit), in stream order (``limit`` <= capacity)."""
+        """The vectors of ``sample_rows(count, limit)``, in stream order (``limit`` <= capacity); a view."""
         if limit > self.capacity:
             raise ValueError(f"a sample of {limit} asked from one that keeps {self.capacity}")
-        if not self._keys:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        self._compact(min(limit, self.count))
-        order = np.argsort(self._rows[0])
-        return np.ascontiguousarray(self._vecs[0][order])
+        self._compact(max(1, limit))
+        return self._vecs[:self._fill]
 
 
 def build_from_batches(
