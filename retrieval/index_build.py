@@ -8,7 +8,10 @@ resident size (:func:`estimated_bytes`) fits the budget (``RETRIEVAL_INDEX_MEMOR
    per vector: 5M x 384-d in 8 GB);
 3. ``IVF{n},SQ8``: k-means lists (``{n}`` = :func:`retrieval.index.ivf_lists_for`) of 8-bit codes, dim bytes per
    vector (10M x 384-d: 3.9 GB, memory-mapped by readers, so in the page cache, shared and evictable);
-4. ``OPQ{m}_{dim},IVF{n},PQ{m}``: rotated 8-bit PQ, m = dim/4 bytes per vector, when even SQ8 does not fit.
+4. ``OPQ{m}_{dim},IVF{n},PQ{m}``: rotated 8-bit PQ, m = dim/4 bytes per vector, when even SQ8 does not fit
+   (~18M at 384-d): recall@10 only 0.72-0.75 on the clustered data at 100k, and OPQ trained 6.5 min on 100k
+   rows (bench/results-index-100k-opq.json); 4-bit SQ (0.77-0.79) and IVF fast-scan PQ192x4fsr (0.56-0.60)
+   were no better at 1M. Past this point a bigger budget buys more recall than any code does.
 
 The choice follows the faiss wiki's "Guidelines to choose an index" (exact; then, as memory gets tighter,
 ``...,PQNx4fs,RFlat`` -> ``...,SQ8`` -> ``OPQM_D,...,PQM``; 4*sqrt(n) to 16*sqrt(n) IVF lists) and autofaiss's
