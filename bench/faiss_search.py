@@ -229,7 +229,7 @@ def environment() -> dict:
         "wrapper_defaults": {
             "AUTO_EXACT_LIMIT": rindex.AUTO_EXACT_LIMIT,
             "HNSW_EF_SEARCH": rindex.HNSW_EF_SEARCH,
-            "ivf_nprobe_rule": "max(1, min(nlist, max(16, nlist // 16)))",
+            "ivf_nprobe_rule": "max(1, min(nlist, max(16, isqrt(nlist))))",
             "ivf_nlist_rule": "4*sqrt(n)",
         },
         "loadavg_start": list(os.getloadavg()),

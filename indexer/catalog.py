@@ -10,15 +10,17 @@ always agree after :meth:`Catalog.fresh_indices`.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.index import INDEX_NAME, INDEX_NAMES, IndexManifest, VectorIndex, choose_factory, read_manifest, write_manifest
+from retrieval.index_build import build_from_batches
 from retrieval.tokens import TokenStore
 
 from . import repository as repo
@@ -131,24 +133,38 @@ class Catalog:
 
         ``factory``: a string the user typed (``"auto"`` = by size, forgetting an earlier choice), or None
         to keep the choice recorded in the saved manifest (a typed factory is sticky; ``auto`` is re-chosen
-        by the collection's size on every rebuild, so a growing collection moves to the fast index)."""
-        ids_parts, vec_parts = [], []
-        with self.session() as s:
-            for ids, vecs in repo.iter_embeddings(s, modality):
-                ids_parts.append(ids)
-                vec_parts.append(vecs)
-        if ids_parts:
-            ids, vecs = np.concatenate(ids_parts), np.concatenate(vec_parts)
-            dim = vecs.shape[1]
-        else:
-            try:
-                dim = dim or read_manifest(self.index_dir(modality)).dim
-            except (FileNotFoundError, ValueError, TypeError):
-                dim = dim or 1
-            ids, vecs = np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+        by the collection's size on every rebuild, so a growing collection moves to the fast index).
+
+        Streams (:func:`retrieval.index_build.build_from_batches`): the float32 vectors are never all in memory
+        at once; a trained index is built from a seeded sample of pass one and filled batch by batch in pass two."""
         factory = choose_factory(factory, self.saved_manifest(modality))
-        index = VectorIndex.build(ids, vecs, model=model, checksums=checksums, dim=dim,
-                                  factory=factory, modality=modality, revision=revision)
+        with self.session() as s:
+            first = repo.iter_embeddings(s, modality)
+            head = next(first, None)  # the data's dimension wins over the one asked for, as before
+            if head is not None:
+                dim = head[1].shape[1]
+            else:
+                try:
+                    dim = dim or read_manifest(self.index_dir(modality)).dim
+                except (FileNotFoundError, ValueError, TypeError):
+                    dim = dim or 1
+            last: int | None = None
+            scans = 0
+
+            def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                """Pass one continues the scan begun above; pass two (trained factories above ONE_PASS_ROWS)
+                reads again up to the last id pass one saw, so rows committed meanwhile are not counted twice."""
+                nonlocal last, scans
+                scans += 1
+                if scans == 1:
+                    for ids, vecs in itertools.chain([head] if head is not None else [], first):
+                        last = int(ids[-1])
+                        yield ids, vecs
+                elif last is not None:
+                    yield from repo.iter_embeddings(s, modality, until=last)
+
+            index = build_from_batches(batches, model=model, checksums=checksums, dim=dim, factory=factory,
+                                       modality=modality, revision=revision)
         if save:
             index.save(self.index_dir(modality))
         return index

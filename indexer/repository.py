@@ -188,8 +188,10 @@ def add_items(s: Session, file_id: int, items: Sequence[NewItem]) -> list[int]:
 
 
 # ---------------------------------------------------------------- reads
-def iter_embeddings(s: Session, name: str, batch: int = 20_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, vectors) chunks of every stored embedding of index ``name`` (a modality, or ``video-frame``...), by id.
+def iter_embeddings(s: Session, name: str, batch: int = 20_000,
+                    until: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) chunks of every stored embedding of index ``name`` (a modality, or ``video-frame``...), by id
+    (``until``: only ids up to it; a second scan of a streaming index rebuild stops where the first did).
 
     Keyset pagination on ``items.id``, the primary key the modality index is ordered by within one
     modality (SQLite keeps the rowid in every index; Postgres walks ``items``' primary key): each batch
@@ -198,12 +200,13 @@ def iter_embeddings(s: Session, name: str, batch: int = 20_000) -> Iterator[tupl
     """
     modality, view = split_index_name(name)
     same_view = Item.view.is_(None) if view is None else Item.view == view
+    upto = [Item.id <= until] if until is not None else []
     last = -1
     while True:
         rows = s.execute(
             select(Item.id, Embedding.vector)
             .join(Embedding, Embedding.item_id == Item.id)
-            .where(Item.modality == modality, same_view, Item.id > last)
+            .where(Item.modality == modality, same_view, Item.id > last, *upto)
             .order_by(Item.id)
             .limit(batch)
         ).all()

@@ -123,21 +123,30 @@ def choose_factory(requested: str | None, manifest: "IndexManifest | None") -> s
     return manifest.requested_factory() if manifest is not None else "auto"
 
 
-def resolve_factory(factory: str, n_vectors: int, dim: int = 384) -> str:
-    """Turn ``"auto"`` into a concrete factory string for ``n_vectors`` rows of ``dim``."""
+def resolve_factory(factory: str, n_vectors: int, dim: int = 384, budget_bytes: int | None = None) -> str:
+    """Turn ``"auto"`` into a concrete factory string for ``n_vectors`` rows of ``dim``: the most accurate tier
+    whose resident size fits ``budget_bytes`` (None: ``RETRIEVAL_INDEX_MEMORY_GB``, default 8 GB), see
+    :mod:`retrieval.index_build`. Flat below ``AUTO_EXACT_LIMIT``; then 4-bit fast-scan PQ (dim/2 sub-quantizers)
+    shortlisting ``REFINE_K_FACTOR``*k candidates re-scored exactly (on random 384-d data, the hardest case,
+    HNSW32 and IVF missed recall@10 0.95 at any speed worth having; this kept ~0.999); then ``IVF{n},SQ8`` and
+    ``OPQ..,IVF{n},PQ..`` (``{n}``: :func:`ivf_lists_for` at build time) when the full vectors do not fit."""
     if factory != "auto":
         return factory
-    if n_vectors < AUTO_EXACT_LIMIT:
-        return "Flat"
-    # 4-bit fast-scan PQ (dim/2 sub-quantizers) shortlists REFINE_K_FACTOR*k candidates that
-    # are re-scored exactly: on random 384-d data (the hardest case) HNSW32 and IVF missed
-    # recall@10 0.95 at any speed worth having; this kept ~0.999 at a fraction of Flat's time.
-    return f"PQ{dim // 2}x4fs,RFlat" if dim % 2 == 0 else "SQfp16"
+    from retrieval.index_build import auto_factory
+
+    return auto_factory(n_vectors, dim, budget_bytes, exact_limit=AUTO_EXACT_LIMIT)
 
 
 def ivf_lists_for(n_vectors: int) -> int:
     """A sensible IVF list count: about 4*sqrt(n), at least 1."""
     return max(1, int(4 * math.sqrt(max(n_vectors, 1))))
+
+
+def ivf_nprobe_for(nlist: int) -> int:
+    """Lists an IVF search visits: sqrt(nlist), at least 16 (all of them below 16). It was nlist/16, a fixed
+    share: 790 lists and ~6% of the codes a query at 10M; sqrt keeps the scan sub-linear (112 of 12.6k lists,
+    ~1%) and kept recall@10 at its plateau on clustered data (bench/index_10m.py's nprobe sweep)."""
+    return max(1, min(nlist, max(16, math.isqrt(max(nlist, 1)))))
 
 
 def _gpu_available() -> bool:
@@ -185,28 +194,12 @@ class VectorIndex:
 
         ``factory`` ``"auto"`` picks by size (:func:`resolve_factory`) and is re-chosen whenever the
         collection is rebuilt; any other string is recorded as the user's choice and kept by later runs."""
+        from retrieval.index_build import build_from_batches  # the streaming builder, fed one batch
+
         vectors = _as_matrix(vectors, dim)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        concrete = resolve_factory(factory, len(ids), dim)
-        if "{n}" in concrete:
-            concrete = concrete.replace("{n}", str(ivf_lists_for(len(ids))))
-        manifest = IndexManifest(
-            model=model, checksums=dict(checksums), dim=dim, factory=concrete,
-            modality=modality, revision=revision,
-        )
-        manifest.set_user_factory(factory)
-        index = cls(manifest)
-        if not index._cpu.is_trained:  # IVF, PQ, SQ8, ...: train on a sample
-            if len(ids) == 0:
-                manifest.factory = concrete = "Flat"
-                index._cpu = cls._empty(concrete, dim)
-            else:
-                index._cpu.train(_training_sample(vectors, concrete))
-        index._tune()
-        if len(ids):
-            index._cpu.add_with_ids(vectors, ids)
-        manifest.count = int(index._cpu.ntotal)
-        return index
+        return build_from_batches(lambda: iter([(ids, vectors)]), model=model, checksums=checksums, dim=dim,
+                                  factory=factory, modality=modality, revision=revision)
 
     def _tune(self) -> None:
         inner = faiss.downcast_index(self._cpu.index)
@@ -214,8 +207,9 @@ class VectorIndex:
             inner.k_factor = max(inner.k_factor, REFINE_K_FACTOR)
         elif isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = max(inner.hnsw.efSearch, HNSW_EF_SEARCH)
-        elif isinstance(inner, faiss.IndexIVF):
-            inner.nprobe = max(1, min(inner.nlist, max(16, inner.nlist // 16)))
+        ivf = faiss.try_extract_index_ivf(self._cpu.index)  # also under OPQ (IndexPreTransform) or a refine
+        if ivf is not None:
+            ivf.nprobe = ivf_nprobe_for(ivf.nlist)
 
     # ---- mutation -----------------------------------------------------
     @property
@@ -470,14 +464,12 @@ def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
 
 
 def _training_sample(vectors: np.ndarray, factory: str) -> np.ndarray:
-    """At most 64 points per IVF list (and 256k overall): k-means on all 1M rows took minutes."""
-    inner = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.try_extract_index_ivf(inner)
-    limit = min(MAX_TRAIN_POINTS, TRAIN_POINTS_PER_LIST * ivf.nlist) if ivf is not None else MAX_TRAIN_POINTS
-    if len(vectors) <= limit:
-        return vectors
-    rows = np.random.default_rng(0).choice(len(vectors), limit, replace=False)
-    return vectors[np.sort(rows)]
+    """At most 64 points per IVF list (and 256k overall): k-means on all 1M rows took minutes. A seeded uniform
+    sample, the same rows the streaming build keeps (:func:`retrieval.index_build.sample_rows`)."""
+    from retrieval.index_build import sample_rows, training_limit
+
+    rows = sample_rows(len(vectors), training_limit(factory, vectors.shape[1]))
+    return vectors if rows is None else vectors[rows]
 
 
 def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:

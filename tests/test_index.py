@@ -48,7 +48,8 @@ def test_approximate_close_to_exact(clustered, factory):
 
 def test_auto_factory_by_size():
     assert resolve_factory("auto", 10) == "Flat"
-    assert resolve_factory("auto", 10_000_000, 384) == "PQ192x4fs,RFlat"
+    assert resolve_factory("auto", 1_000_000, 384) == "PQ192x4fs,RFlat"  # fits the default 8 GB budget
+    assert resolve_factory("auto", 10_000_000, 384) == "IVF{n},SQ8"  # the full vectors would not (15 GB)
     assert resolve_factory("IVF64,Flat", 10) == "IVF64,Flat"
 
 
