@@ -13,6 +13,7 @@ still refuses is recorded as that file's error, so one bad file never fails a ru
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -297,6 +298,6 @@ def _short(exc: BaseException) -> str:
 
 
 def _same_factory(desired: str, actual: str) -> bool:
-    if "{n}" in desired:
-        return actual.startswith(desired.split("{n}")[0])
-    return desired == actual
+    """Whether ``actual`` was built from ``desired`` (``{n}``: any list count, so a growing IVF index is not rebuilt
+    for its count alone; a prefix test took a typed ``IVF{n},Flat`` for a built ``IVF4096,SQ8``)."""
+    return re.fullmatch(re.escape(desired).replace(re.escape("{n}"), r"\d+"), actual) is not None

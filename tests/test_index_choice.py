@@ -117,6 +117,7 @@ def test_a_small_budget_moves_a_small_collection_to_the_ivf_tier(monkeypatch):
     assert build_module.memory_budget_bytes() == int(build_module.DEFAULT_MEMORY_GB * 1e9)
     # the writer keeps an IVF index whose list count was fixed when it was built (no rebuild per batch)
     assert _same_factory(resolve_factory("auto", 3500, 384, budget_bytes=2 * 10**6), "IVF219,SQ8")
+    assert not _same_factory("IVF{n},Flat", "IVF4096,SQ8")  # another IVF is another structure: rebuilt
 
 
 @pytest.mark.parametrize("factory", ["PQ32x4fs,RFlat", "IVF{n},SQ8", "OPQ16_64,IVF{n},PQ16"])
