@@ -42,24 +42,26 @@ and the next load maps the new file.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from .index_manifest import (  # noqa: F401  (re-exported: the index's public names)
+    MANIFEST_NAME, IndexManifest, IndexMismatchError, _write_json_atomic, check_compatible, choose_factory,
+    read_manifest, write_manifest,
+)
 from .tombstones import TOMBSTONES_NAME, Tombstones, TombstonedIdError, file_key  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 VIDEO_INDICES = ("video-frame", "video-speech")  # a video's keyframes and speech windows (retrieval.video)
 INDEX_NAMES = ("image", "audio", "text", *VIDEO_INDICES)  # one FAISS index each, in data-dir/index/<name>
-MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.faiss"
 AUTO_EXACT_LIMIT = 200_000
 HNSW_EF_SEARCH = 128
@@ -68,59 +70,8 @@ REFINE_SHORTLIST = REFINE_K_FACTOR * 10  # exact re-scoring of max(640, 2k) cand
 REFERENCE_SAMPLE = 2048  # vectors kept to calibrate multi-input scores (retrieval.fusion)
 
 
-class IndexMismatchError(RuntimeError):
-    """The saved index was built with another model or dimension than asked for."""
-
-
 class ReadOnlyIndexError(RuntimeError):
     """A memory-mapped index cannot be changed (load it with ``mmap=False`` to write)."""
-
-
-@dataclass
-class IndexManifest:
-    model: str
-    checksums: dict[str, str]
-    dim: int
-    factory: str
-    metric: str = "inner_product"
-    count: int = 0
-    revision: int = 0
-    modality: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def user_factory(self) -> str | None:
-        """The factory string a user typed for this index (sticky), or None when it is chosen by size.
-
-        Manifests written before ``user_factory`` existed recorded ``requested_factory``, and every index
-        that ``indexer add`` created recorded ``"Flat"`` there whatever the user asked: that legacy value
-        is read as "chosen by size", any other legacy value as the user's choice.
-        """
-        extra = self.extra or {}
-        if extra.get("user_factory"):
-            return str(extra["user_factory"])
-        legacy = extra.get("requested_factory")
-        return str(legacy) if legacy and legacy not in ("auto", "Flat") else None
-
-    def requested_factory(self) -> str:
-        """The factory to build this index with next: the user's sticky choice, else ``"auto"``."""
-        return self.user_factory() or "auto"
-
-    def set_user_factory(self, factory: str) -> None:
-        """Record ``factory`` as the user's choice (``"auto"``: forget any, choose by size from now on)."""
-        extra = dict(self.extra or {})
-        extra.pop("requested_factory", None)
-        extra.pop("user_factory", None)
-        if factory != "auto":
-            extra["user_factory"] = factory
-        self.extra = extra
-
-
-def choose_factory(requested: str | None, manifest: "IndexManifest | None") -> str:
-    """What to build with: a factory the user typed now (``"auto"`` included: by size, forgetting an earlier
-    choice), else (``requested`` None) the earlier typed choice recorded in ``manifest``, else ``"auto"``."""
-    if requested is not None:
-        return requested
-    return manifest.requested_factory() if manifest is not None else "auto"
 
 
 def resolve_factory(factory: str, n_vectors: int, dim: int = 384, budget_bytes: int | None = None) -> str:
@@ -410,37 +361,6 @@ class VectorIndex:
         check_compatible(self.manifest, model, checksums)
 
 
-def check_compatible(manifest: IndexManifest, model: str, checksums: dict[str, str]) -> None:
-    if manifest.model != model:
-        raise IndexMismatchError(
-            f"the {manifest.modality or ''} index was built with model '{manifest.model}', "
-            f"not '{model}'; query with --model {manifest.model}, or re-index with "
-            f"`python -m indexer add PATH --model {model} --data-dir NEW_DIR`"
-        )
-    changed = sorted(k for k in manifest.checksums if checksums.get(k) not in (None, manifest.checksums[k]))
-    if changed:
-        raise IndexMismatchError(
-            f"model '{model}' weights differ from those the index was built with "
-            f"({', '.join(changed)}); re-index into a new data directory with `python -m indexer add PATH --data-dir NEW_DIR`"
-        )
-
-
-def write_manifest(folder: Path, manifest: IndexManifest) -> None:
-    """Replace ``folder``'s manifest atomically (the index file is left as it is)."""
-    _write_json_atomic(Path(folder) / MANIFEST_NAME, asdict(manifest))
-
-
-def read_manifest(folder: Path) -> IndexManifest:
-    path = Path(folder) / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no index at {folder} ({MANIFEST_NAME} missing); run `python -m indexer add PATH`") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); run `python -m indexer rebuild`") from None
-    return IndexManifest(**data)
-
-
 def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force ground truth (for tests and benchmarks)."""
     flat = faiss.IndexFlatIP(vectors.shape[1])
@@ -479,9 +399,3 @@ def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"expected vectors of shape (N, {dim}), got {x.shape}")
     return x
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
