@@ -3,7 +3,7 @@ builder, saved, and searched memory-mapped the way a web worker reads it.
 
 **Data**: the clustered generator (unit vectors around 1,000 unit centres + 0.08 Gaussian noise a coordinate,
 re-normalised; seeded), generated in chunks (``--chunk``) and never held whole: 10M x 384 float32 would be 15 GB.
-The chunks go straight into :func:`retrieval.index_build.build_from_batches` (no SQL), which reads them twice
+The chunks go straight into :func:`retrieval.index.build_from_batches` (no SQL), which reads them twice
 (pass one: count + a seeded training sample; pass two: add), so the generator runs twice; its own time is
 reported (``generate_s``) and included in ``scan_s``/``add_s``.
 
@@ -101,7 +101,8 @@ def recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 # ---------------------------------------------------------------- build (this process)
 def build(args, folder: Path) -> tuple[dict, np.ndarray]:
-    from retrieval.index_build import build_from_batches, estimated_bytes, memory_budget_bytes
+    from retrieval.index import build_from_batches
+    from retrieval.index_build import estimated_bytes, memory_budget_bytes
     from retrieval.index import resolve_factory
 
     data = Clustered(args.items, args.dim, args.chunk, args.seed)

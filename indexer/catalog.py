@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.index import INDEX_NAME, INDEX_NAMES, IndexManifest, VectorIndex, choose_factory, read_manifest, write_manifest
-from retrieval.index_build import build_from_batches
+from retrieval.index import build_from_batches
 from retrieval.tokens import TokenStore
 
 from . import repository as repo
@@ -135,7 +135,7 @@ class Catalog:
         to keep the choice recorded in the saved manifest (a typed factory is sticky; ``auto`` is re-chosen
         by the collection's size on every rebuild, so a growing collection moves to the fast index).
 
-        Streams (:func:`retrieval.index_build.build_from_batches`): the float32 vectors are never all in memory
+        Streams (:func:`retrieval.index.build_from_batches`): the float32 vectors are never all in memory
         at once; a trained index is built from a seeded sample of pass one and filled batch by batch in pass two."""
         factory = choose_factory(factory, self.saved_manifest(modality))
         with self.session() as s:

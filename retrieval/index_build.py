@@ -20,7 +20,7 @@ The choice follows the faiss wiki's "Guidelines to choose an index" (exact; then
 vectors at its default efSearch (recall@10 0.93 instead of 0.98 at 1M, bench/index_10m.py's data) and was no
 faster to add once its efSearch was raised.
 
-:func:`build_from_batches` builds from a callable returning an iterator of ``(ids, vectors)`` batches (SQL keyset
+:func:`retrieval.index.build_from_batches` (there: it fills a ``VectorIndex``) builds from a callable returning an iterator of ``(ids, vectors)`` batches (SQL keyset
 pages, a generator): a typed factory that needs no training (Flat, HNSW) is filled in one pass; otherwise pass one
 counts and keeps a seeded uniform sample (bottom-k of per-row random keys, the same
 rows :func:`retrieval.index._training_sample` takes from a whole matrix), the index is trained on it, pass two
@@ -33,13 +33,10 @@ import logging
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 import faiss
 import numpy as np
-
-if TYPE_CHECKING:
-    from retrieval.index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +51,11 @@ SAMPLE_SEED = 0
 
 Batch = tuple[np.ndarray, np.ndarray]
 Batches = Callable[[], Iterable[Batch]]
+
+
+def ivf_lists_for(n_vectors: int) -> int:
+    """A sensible IVF list count: about 4*sqrt(n), at least 1."""
+    return max(1, int(4 * math.sqrt(max(n_vectors, 1))))
 
 
 def memory_budget_bytes(budget_bytes: int | None = None) -> int:
@@ -93,8 +95,6 @@ def estimated_bytes(factory: str, n_vectors: int, dim: int) -> int:
 
     Knows Flat, SQfp16/SQ8/SQ6/SQ4, PQ{m}[x{b}][fs][,RFlat], HNSW{M}, IVF{L}[_HNSW{M}] and OPQ{m}[_{d}] prefixes
     (``{n}`` in place of L: :func:`retrieval.index.ivf_lists_for`); raises ValueError for anything else."""
-    from retrieval.index import ivf_lists_for
-
     n, d = int(n_vectors), int(dim)
     total, per_vector = 0, ID_MAP_BYTES
     parts = factory.replace("{n}", str(ivf_lists_for(n))).split(",")
@@ -134,16 +134,6 @@ def _pq_bytes(dim: int) -> int:
         if dim % m == 0:
             return m
     return 1
-
-
-def training_limit(factory: str, dim: int) -> int:
-    """How many vectors train ``factory``: ``TRAIN_POINTS_PER_LIST`` per IVF list, ``MAX_TRAIN_POINTS`` at most
-    (k-means on all 1M rows took minutes)."""
-    from retrieval import index as ri
-
-    inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.try_extract_index_ivf(inner)
-    return min(ri.MAX_TRAIN_POINTS, ri.TRAIN_POINTS_PER_LIST * ivf.nlist) if ivf is not None else ri.MAX_TRAIN_POINTS
 
 
 def sample_rows(n_rows: int, limit: int, seed: int = SAMPLE_SEED) -> np.ndarray | None:
@@ -205,96 +195,3 @@ class StreamSample:
             raise ValueError(f"a sample of {limit} asked from one that keeps {self.capacity}")
         self._compact(max(1, limit))
         return self._vecs[:self._fill]
-
-
-def build_from_batches(
-    batches: Batches,
-    *,
-    model: str,
-    checksums: dict[str, str],
-    dim: int,
-    factory: str = "auto",
-    modality: str = "",
-    revision: int = 0,
-    budget_bytes: int | None = None,
-    timings: dict[str, float] | None = None,
-) -> "VectorIndex":
-    """Build a :class:`~retrieval.index.VectorIndex` from ``batches()``, an iterable of (ids, vectors) batches
-    that can be read twice in the same order; the result equals :meth:`VectorIndex.build` of their
-    concatenation. ``timings``, if given, receives ``scan_s``, ``train_s``, ``add_s`` (seconds)."""
-    import time
-
-    from retrieval import index as ri
-
-    t0 = time.perf_counter()
-    n = added = 0
-    index = None
-    if factory != "auto" and "{n}" not in factory:  # a typed factory that needs no training (Flat, HNSW...)
-        index = _new_index(factory, factory, model=model, checksums=checksums, dim=dim, modality=modality,
-                           revision=revision)
-        if index._cpu.is_trained:
-            index._tune()
-        else:
-            index = None
-    if index is not None:  # one pass: straight into the index
-        for ids, vecs in batches():
-            ids, vecs = _batch(ids, vecs, dim)
-            if len(ids):
-                index._cpu.add_with_ids(vecs, ids)
-                n = added = added + len(ids)
-        t1 = t2 = time.perf_counter()
-    else:
-        sampler = StreamSample(ri.MAX_TRAIN_POINTS, dim)
-        held: list[Batch] | None = []
-        for ids, vecs in batches():
-            ids, vecs = _batch(ids, vecs, dim)
-            sampler.add(vecs)
-            if held is not None:
-                held.append((ids, vecs))
-                if sampler.count > ONE_PASS_ROWS:
-                    held = None  # too many to keep: the second pass reads them again
-        n = sampler.count
-        concrete = ri.resolve_factory(factory, n, dim, budget_bytes=budget_bytes)
-        if "{n}" in concrete:
-            concrete = concrete.replace("{n}", str(ri.ivf_lists_for(n)))
-        index = _new_index(factory, concrete, model=model, checksums=checksums, dim=dim, modality=modality,
-                           revision=revision)
-        t1 = time.perf_counter()
-        if not index._cpu.is_trained:  # IVF, PQ, SQ8, ...: train on the sample
-            if n == 0:
-                index.manifest.factory = "Flat"
-                index._cpu = ri.VectorIndex._empty("Flat", dim)
-            else:
-                index._cpu.train(sampler.sample(training_limit(concrete, dim)))
-        del sampler
-        index._tune()
-        t2 = time.perf_counter()
-        for ids, vecs in (held if held is not None else (_batch(i, v, dim) for i, v in batches())):
-            if len(ids):
-                index._cpu.add_with_ids(vecs, ids)
-                added += len(ids)
-    if added != n:
-        log.warning("the %s embeddings changed during the rebuild: %d counted, %d added", modality or "", n, added)
-    index.manifest.count = int(index._cpu.ntotal)
-    if timings is not None:
-        timings.update(scan_s=t1 - t0, train_s=t2 - t1, add_s=time.perf_counter() - t2)
-    return index
-
-
-def _new_index(requested: str, concrete: str, **manifest: object) -> "VectorIndex":
-    from retrieval.index import IndexManifest, VectorIndex
-
-    m = IndexManifest(factory=concrete, **manifest)  # type: ignore[arg-type]
-    m.checksums = dict(m.checksums)
-    m.set_user_factory(requested)
-    return VectorIndex(m)
-
-
-def _batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> Batch:
-    from retrieval.index import _as_matrix
-
-    vectors = _as_matrix(vectors, dim)
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-    if len(ids) != len(vectors):
-        raise ValueError(f"a batch of {len(ids)} ids and {len(vectors)} vectors")
-    return ids, vectors

@@ -201,7 +201,7 @@ def test_streaming_rebuild_equals_the_one_shot_build(catalog, scans, monkeypatch
         sample = build_module.StreamSample(700, 32)
         for start in range(0, len(x), 257):
             sample.add(x[start:start + 257])
-        limit = build_module.training_limit(streamed.manifest.factory, 32)
+        limit = index_module.training_limit(streamed.manifest.factory, 32)
         assert np.array_equal(sample.sample(limit), index_module._training_sample(x, streamed.manifest.factory))
 
 
