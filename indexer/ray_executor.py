@@ -189,9 +189,10 @@ def _actor_class(ray):
     return ray.remote(max_restarts=-1, max_task_retries=TASK_RETRIES)(EmbedWorker)
 
 
-def start_workers(model: "Model", roots: Sequence[str], requested: int | None, n_batches: int) -> list:
+def start_workers(model: "Model", roots: Sequence[str], requested: int | None, n_batches: int) -> tuple[list, list[int]]:
     """Create the actors (named ``embed-<pid>-<i>`` in namespace ``indexer``) and wait until each has the model;
-    raises :class:`RayExecutorError` when they cannot start, see other weights, or miss a root."""
+    raises :class:`RayExecutorError` when they cannot start, see other weights, or miss a root. Returns the actors
+    and the pid each one started in (a batch answered from another pid means Ray restarted that worker)."""
     ray = _import_ray()
     n, resources = plan_workers(dict(ray.cluster_resources()), requested)
     n = max(1, min(n, n_batches))
@@ -226,7 +227,7 @@ def start_workers(model: "Model", roots: Sequence[str], requested: int | None, n
                                    f"the same checkout and model files on every node")
     print(f"ray: {n} worker(s) " + ", ".join(f"pid {i['pid']} on {i['host']} (node {i['node'][:8]})" for i in infos)
           + f"; writing here (node {driver_node[:8]})", file=sys.stderr)
-    return actors
+    return actors, [int(info["pid"]) for info in ray.get(refs)]  # in the actors' order (ray.wait's may differ)
 
 
 def blas_threads() -> int:
@@ -271,13 +272,14 @@ def process(todo: list, model: "Model", writer: Writer, summary: Summary, option
     connect(options.address)
     t = time.perf_counter()
     batches = [todo[i:i + options.batch_size] for i in range(0, len(todo), options.batch_size)]
-    actors = start_workers(model, roots, options.ray_workers, len(batches))
+    actors, started_pids = start_workers(model, roots, options.ray_workers, len(batches))
     summary.timings["ray_start_s"] = time.perf_counter() - t
     summary.timings["ray_workers"] = len(actors)
     bar = tqdm(total=len(todo), unit="file", desc="indexing (ray)", disable=not options.progress,
                file=sys.stderr, dynamic_ncols=True)
     load = [0] * len(actors)
-    pids: list[set[int]] = [set() for _ in actors]
+    # seeded with each actor's first pid: a worker killed before it answered any batch still counts as restarted
+    pids: list[set[int]] = [{pid} for pid in started_pids]
     window: deque = deque()  # (ref, actor index, batch), in submission = write order
     it = iter(batches)
     failures = [0]  # consecutive files whose worker died every time
