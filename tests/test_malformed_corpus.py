@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import resource
 import sqlite3
 import struct
 import subprocess
@@ -85,10 +84,16 @@ def build_corpus(root: Path, fix: Path) -> tuple[Path, Path]:
 def test_malformed_corpus_is_recorded_file_by_file_within_a_memory_bound(tmp_path):
     good, bad = build_corpus(tmp_path / "archive", FIXTURES)
     data = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-m", "indexer", "add", str(tmp_path / "archive"), "--data-dir", str(data),
-                           "--json"], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_file = tmp_path / "peak_kb"
+    # the indexer runs under a wrapper process whose only child it is: RUSAGE_CHILDREN of pytest itself is the
+    # largest of every child any earlier test started (a full suite measured 2056 MB that way)
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[2:]); "
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+               "sys.exit(r.returncode)")
+    proc = subprocess.run([sys.executable, "-c", wrapper, str(peak_file), sys.executable, "-m", "indexer", "add",
+                           str(tmp_path / "archive"), "--data-dir", str(data), "--json"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    peak_mb = int(peak_file.read_text()) / 1024
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
