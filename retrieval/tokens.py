@@ -45,7 +45,14 @@ def name_words(path: str | Path) -> str:
 
 
 def model_has_tokens(model: Model, modality: str) -> bool:
-    """Whether the model's tower for ``modality`` gives token features (builds only that tower)."""
+    """Whether items of ``modality`` get token features: only for a model with a trained re-ranker (the
+    only reader of tokens; without one they would cost indexing time and disk for nothing) whose tower for
+    ``modality`` gives them (builds only that tower). ``indexer rebuild`` fills them in if a re-ranker
+    is registered later."""
+    from .encoders.registry import has_part
+
+    if not has_part(model.name, "reranker"):
+        return False
     try:
         return model.tower(modality).has_tokens()
     except ModelError:

@@ -63,7 +63,7 @@ from indexer.writer import Unit
 from retrieval import decoders
 from retrieval.encoders import create_model
 
-model = create_model(None)  # a fresh process: no tower is built yet
+model = create_model("triad-mini-v1")  # has a re-ranker; a fresh process: no tower is built yet
 images = [decoders.load_image(p) for p in sorted(Path(sys.argv[1]).glob("*.png"))[:4]]
 units = [Unit("image", img, source=f"/archive/1f3{i:02x}.png") for i, img in enumerate(images)]
 _encode(model, "image", units)
@@ -89,3 +89,26 @@ def test_an_image_run_without_name_words_never_loads_the_text_tower():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"text_built_for_code_point_names": False, "views": ["pixels"],
                    "text_built_for_words": True, "named_views": ["name", "pixels"]}
+
+
+def test_a_model_without_a_reranker_stores_no_tokens(tmp_path):
+    """Tokens are read only by a re-ranker: a model without one (triad-mini-2) indexes vectors only, the same
+    vectors as with tokens; a model with one (triad-mini-v1) stores them."""
+    from indexer.pipeline import _encode
+    from indexer.writer import Unit
+    from retrieval.tokens import model_has_tokens
+
+    images = [decoders.load_image(p) for p in sorted((FIXTURES / "heldout_style").glob("*.png"))[:4]]
+    plain = create_model("triad-mini-2")
+    assert plain.tower("image").has_tokens() and not model_has_tokens(plain, "image")
+    units = [Unit("image", img, source=f"/archive/red-apple-{i}.png") for i, img in enumerate(images)]
+    _encode(plain, "image", units)
+    assert all(u.views is None for u in units) and all(u.vector is not None for u in units)
+    together, _ = plain.encode_with_tokens("image", images)
+    np.testing.assert_allclose(np.stack([u.vector for u in units]), together.vectors, atol=ATOL)
+
+    ranked = create_model("triad-mini-v1")
+    assert model_has_tokens(ranked, "image")
+    units = [Unit("image", img, source=f"/archive/red-apple-{i}.png") for i, img in enumerate(images)]
+    _encode(ranked, "image", units)
+    assert all(u.views and "pixels" in u.views for u in units)

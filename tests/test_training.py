@@ -83,6 +83,27 @@ def test_train_runs_checkpoints_resumes_and_exports(tiny_dataset, tmp_path):
     assert v.shape == (1, 384) and abs(float((v**2).sum()) - 1) < 1e-4
 
 
+def test_image_only_run_ships_the_speech_tower_it_was_given(tiny_dataset, tmp_path):
+    """--speech-from: the image tower trains (from --init), the speech head, its arch entry and gate are copied."""
+    from retrieval.encoders.registry import _locate, model_config
+    from retrieval.encoders.weights import sha256_file
+
+    run = tmp_path / "run"
+    proc = run_cli("retrieval", "train", "--data", str(tiny_dataset), "--out", str(run), "--batch", "4",
+                   "--steps-per-epoch", "2", "--epochs", "1", "--init", "triad-mini-2", "--speech-from", "triad-mini-v1")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and "unchanged" in summary["speech"]["kept"]
+    assert "speech->label R@1 val" not in summary["final"]  # no speech frames were loaded
+    src = _locate(model_config("triad-mini-v1")["towers"]["audio"]["trained"])
+    export = run / "export"
+    for name in ("speech_head.safetensors", "speech_fusion.json"):
+        assert sha256_file(export / name) == sha256_file(src / name), name
+    arch = json.loads((export / "arch.json").read_text())
+    assert arch["speech_head"] == json.loads((src / "arch.json").read_text())["speech_head"]
+    init = _locate(model_config("triad-mini-2")["towers"]["image"]) / "image_cnn.safetensors"
+    assert sha256_file(export / "image_cnn.safetensors") != sha256_file(init)  # the image tower did train
+
+
 def test_train_without_data_says_how_to_build_it(tmp_path):
     proc = run_cli("retrieval", "train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), check=False)
     assert proc.returncode == 2 and "build-data" in proc.stderr

@@ -152,6 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--ctc", type=float, default=0.3, help="joint: weight of the speech head's auxiliary CTC loss (0 = off)")
     t.add_argument("--emoji-share", type=float, default=0.5, help="joint: share of each batch from emoji concepts (rest: icons)")
     t.add_argument("--no-style-augment", action="store_true", help="joint: no vendor-style picture augmentation")
+    t.add_argument("--init", help="joint: start from this registered bundled model's towers (e.g. triad-mini-2)")
+    t.add_argument("--speech-from", help="joint: train the image tower only and ship this registered model's speech "
+                                         "head and gate unchanged (e.g. triad-mini-v1)")
+    t.add_argument("--register", help="joint: the registry name --export is recorded under (default triad-mini)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     t.add_argument("--export", help="also write the committed model files to this folder (e.g. retrieval/models/triad-mini)")

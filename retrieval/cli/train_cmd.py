@@ -57,6 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data=Path(args.data), out=Path(args.out), minutes=args.minutes or 30.0, soft_targets=args.soft_targets,
                       seed=args.seed, device=args.device, export=export, resume=not args.no_resume, fold=args.fold,
                       ctc=args.ctc, emoji_share=args.emoji_share, styles=not args.no_style_augment,
+                      init=args.init, speech_from=args.speech_from, register=args.register or "triad-mini",
                       **_given(args, epochs=0, batch=128, steps_per_epoch=40, lr=2e-3))
     summary = train(cfg)
     print(json.dumps(summary))

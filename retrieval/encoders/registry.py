@@ -93,6 +93,17 @@ PART_FIXES = {
 }
 
 
+def has_part(name: str | None, part: str) -> bool:
+    """Whether model ``name``'s config lists ``part`` (no file is read or verified: a cheap check)."""
+    name = canonical_name(name)
+    if name.startswith(OPENCLIP_PREFIX):
+        return False
+    try:
+        return part in model_config(name)
+    except ModelError:
+        return False
+
+
 def model_part(name: str | None, part: str) -> Path | None:
     """The folder of an extra part of model ``name`` that its config lists (``"reranker"``, ``"calibration"``),
     its files verified by SHA-256; None when the model has no such part (OpenCLIP models have none).

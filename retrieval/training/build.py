@@ -52,7 +52,9 @@ def spoken_phrasings(c: dict, rng: random.Random) -> str:
 
 
 def build(out: Path, cache: Path, seed: int = 0, held_out: float = 0.15, workers: int = 2, styles: str = "all",
-          speech: bool = True) -> Path:
+          speech: bool = True, frames: bool = True) -> Path:
+    """Build (or finish building) the dataset in ``out``; ``frames=False`` skips the Whisper frames that only
+    a run training the speech head needs (the evaluation clips are still synthesised)."""
     out.mkdir(parents=True, exist_ok=True)
     concepts_file = out / "concepts.json"
     if not concepts_file.is_file():
@@ -67,7 +69,7 @@ def build(out: Path, cache: Path, seed: int = 0, held_out: float = 0.15, workers
     clips_file = out / "clips.jsonl"
     if speech and not clips_file.is_file():
         _build_speech(out, concepts, seed, workers)
-    if speech and not (out / "frames.npy").is_file():
+    if speech and frames and not (out / "frames.npy").is_file():
         _build_frames(out)
     _write_manifests(out, concepts, seed)
     return out

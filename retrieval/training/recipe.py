@@ -30,11 +30,12 @@ class RecipeConfig:
     data: Path = Path("data/train")
     cache: Path = Path("data/cache")
     runs: Path = Path("data/runs")
-    export: Path = Path("retrieval/models/triad-mini-2")  # the second generation (not yet the default)
-    register: str = "triad-mini-2"
+    export: Path = Path("retrieval/models/triad-mini-3")  # the third generation
+    register: str = "triad-mini-3"
     minutes: float = 40.0
     fold_minutes: float = 12.0
-    init: str | None = "triad-mini-v1"  # warm start: the first generation's towers (committed)
+    init: str | None = "triad-mini-2"  # warm start: the second generation's towers (committed)
+    speech_from: str | None = "triad-mini-v1"  # image-only run: ship the first generation's speech head and gate
     lr: float = 1e-3  # fine-tuning from the warm start
     rerank: bool = False  # retrain the re-ranker (fold run + rerank); off: the model ships without one
     fold: float = 0.3
@@ -79,11 +80,13 @@ def run_recipe(cfg: RecipeConfig) -> dict[str, Any]:
         done_file.write_text(json.dumps(done, indent=1, default=str))
         return done[name]
 
-    step("build-data", lambda: str(build(cfg.data, cfg.cache, seed=cfg.seed, workers=cfg.workers))
+    step("build-data", lambda: str(build(cfg.data, cfg.cache, seed=cfg.seed, workers=cfg.workers,
+                                         frames=cfg.speech_from is None or cfg.rerank))
          + " " + str(render(cfg.data, cfg.data)))
     step("joint", lambda: train(TrainConfig(data=cfg.data, out=cfg.runs / cfg.register, minutes=cfg.minutes,
                                             seed=cfg.seed, device=cfg.device, export=cfg.export,
-                                            register=cfg.register, init=cfg.init, lr=cfg.lr))["final"])
+                                            register=cfg.register, init=cfg.init, lr=cfg.lr,
+                                            speech_from=cfg.speech_from))["final"])
     if not cfg.rerank:
         step("no-rerank", lambda: drop_reranker(cfg.register))
         step("calibrate", lambda: calibrate(cfg.data, cfg.register, cfg.export, register=cfg.register))

@@ -48,6 +48,7 @@ from ..encoders.speech_head import AttentionPoolHead, pad_frames
 from .augment import augment, plain
 from .common import HEAD_ARCH, IMAGE_ARCH, text_embedder
 from .fusion_fit import fit as fit_fusion
+from .run_io import export_towers, fold_concepts, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class TrainConfig:
     emoji_share: float = 0.5  # share of each batch drawn from emoji (not icon) concepts
     ctc: float = 0.3  # weight of the auxiliary CTC loss on the speech head's frames
     init: str | None = None  # a registered bundled model whose image tower and speech head this run starts from
+    speech_from: str | None = None  # ship this registered model's speech head and gate unchanged: train the image tower only
 
 
 CTC_CHARS = "abcdefghijklmnopqrstuvwxyz '"  # 0 is the CTC blank
@@ -91,7 +93,7 @@ def ctc_target(text: str) -> list[int]:
 class Dataset:
     """Everything training needs, in memory: images, caption embeddings, speech frames."""
 
-    def __init__(self, root: Path, text_embed, exclude: frozenset[str] = frozenset()) -> None:  # noqa: ANN001
+    def __init__(self, root: Path, text_embed, exclude: frozenset[str] = frozenset(), speech: bool = True) -> None:  # noqa: ANN001
         from PIL import Image
 
         if not (root / "concepts.json").is_file():
@@ -132,10 +134,11 @@ class Dataset:
         from ..training.emoji_data import label_text
 
         self.label_emb = torch.from_numpy(text_embed([label_text(c["label"]) for c in self.concepts]))
-        # speech frames
-        meta = json.loads((root / "frames.json").read_text())
-        frames = np.load(root / "frames.npy", mmap_mode="r")
-        clips = {json.loads(line)["id"]: json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines() if line}
+        # speech frames (none for an image-only run)
+        meta = json.loads((root / "frames.json").read_text()) if speech else {"ids": [], "offsets": []}
+        frames = np.load(root / "frames.npy", mmap_mode="r") if speech else None
+        clips = {json.loads(line)["id"]: json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines()
+                 if line} if speech else {}
         self.frames: list[torch.Tensor] = []
         self.clip_text: list[list[int]] = []
         self.clip_concept: list[int] = []
@@ -237,6 +240,33 @@ def _step_batch(ds: Dataset, rng: random.Random, batch: int, emoji_share: float 
     return {"concepts": concepts, "v1": v1, "v2": v2, "caps": caps, "clips": clips}
 
 
+def _speech_loss(model: Joint, ds: Dataset, b: dict[str, Any], have: list[int], cfg: TrainConfig, device: str,
+                 caps: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, e1: torch.Tensor, s_st: torch.Tensor,
+                 s_x: torch.Tensor, concept_text: torch.Tensor, cap_emb: torch.Tensor,
+                 concepts: torch.Tensor) -> torch.Tensor:
+    """The speech losses of one step, for the batch rows ``have`` that have a training clip."""
+    clip_frames = [ds.frames[b["clips"][i]] for i in have]
+    whole = [len(f) <= MAX_TRAIN_FRAMES for f in clip_frames]  # longer ones: cropped, and no CTC
+    x, m = pad_frames([f[:MAX_TRAIN_FRAMES] for f in clip_frames])
+    x, m = x.to(device), m.to(device)
+    feats = model.speech.frame_features(x, m)
+    s = F.normalize(model.speech.pool(feats, m), dim=-1)
+    sel = torch.tensor(have, device=device)
+    loss_sp = _multi_pos_ce(s_st * s @ caps.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
+    if cfg.ctc > 0 and any(whole):
+        keep = torch.tensor([j for j, w in enumerate(whole) if w], device=device)
+        texts = [ds.clip_text[b["clips"][have[j]]] for j in keep.tolist()]
+        logp = model.ctc(feats[keep]).log_softmax(-1).transpose(0, 1)  # (T, B, C)
+        loss_ctc = F.ctc_loss(logp, torch.tensor([c for t_ in texts for c in t_], device=device),
+                              (~m[keep]).sum(1), torch.tensor([len(t_) for t_ in texts], device=device),
+                              zero_infinity=True)
+        loss_sp = loss_sp + cfg.ctc * loss_ctc
+    if cfg.soft_targets > 0:
+        soft = torch.softmax(concept_text[concepts] @ cap_emb.T / SOFT_TEMPERATURE, dim=1)
+        loss_sp = loss_sp + cfg.soft_targets * _soft_ce(s @ cap_emb.T / SOFT_TEMPERATURE, soft[sel])
+    return loss_sp
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     random.seed(cfg.seed)
@@ -246,7 +276,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     fold = fold_concepts(cfg.data, cfg.fold, cfg.seed) if cfg.fold > 0 else frozenset()
     if fold:
         (cfg.out / "fold.json").write_text(json.dumps(sorted(fold)))
-    ds = Dataset(cfg.data, text_embedder(), fold)
+    ds = Dataset(cfg.data, text_embedder(), fold, speech=cfg.speech_from is None)
     dim = ds.cap_emb.shape[1]
     model = Joint(dim).to(device)
     if cfg.init and not (cfg.resume and (cfg.out / "checkpoint.pt").is_file()):
@@ -304,35 +334,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             pos = owner[None, :] == concepts[:, None]
             loss_img = (_multi_pos_ce(s_it * e1 @ caps.T, pos) + _multi_pos_ce(s_it * e2 @ caps.T, pos)) / 2
             loss_img = loss_img + _sym_ce(e1, t, s_it) + _sym_ce(e1, e2, s_x)
-            have = [i for i, k in enumerate(b["clips"]) if k is not None]
-            clip_frames = [ds.frames[b["clips"][i]] for i in have]
-            whole = [len(f) <= MAX_TRAIN_FRAMES for f in clip_frames]  # longer ones: cropped, and no CTC
-            x, m = pad_frames([f[:MAX_TRAIN_FRAMES] for f in clip_frames])
-            x, m = x.to(device), m.to(device)
-            feats = model.speech.frame_features(x, m)
-            s = F.normalize(model.speech.pool(feats, m), dim=-1)
-            sel = torch.tensor(have, device=device)
-            loss_sp = _multi_pos_ce(s_st * s @ caps.T, pos[sel]) + _sym_ce(s, t[sel], s_st) + 0.5 * _sym_ce(s, e1[sel], s_x)
-            if cfg.ctc > 0 and any(whole):
-                keep = torch.tensor([j for j, w in enumerate(whole) if w], device=device)
-                texts = [ds.clip_text[b["clips"][have[j]]] for j in keep.tolist()]
-                logp = model.ctc(feats[keep]).log_softmax(-1).transpose(0, 1)  # (T, B, C)
-                loss_ctc = F.ctc_loss(logp, torch.tensor([c for t_ in texts for c in t_], device=device),
-                                      (~m[keep]).sum(1), torch.tensor([len(t_) for t_ in texts], device=device),
-                                      zero_infinity=True)
-                loss_sp = loss_sp + cfg.ctc * loss_ctc
             if cfg.soft_targets > 0:
                 soft = torch.softmax(concept_text[concepts] @ cap_emb.T / SOFT_TEMPERATURE, dim=1)
                 loss_img = loss_img + cfg.soft_targets * (_soft_ce(e1 @ cap_emb.T / SOFT_TEMPERATURE, soft)
                                                           + _soft_ce(e2 @ cap_emb.T / SOFT_TEMPERATURE, soft)) / 2
-                loss_sp = loss_sp + cfg.soft_targets * _soft_ce(s @ cap_emb.T / SOFT_TEMPERATURE, soft[sel])
-            loss = loss_img + loss_sp
+            have = [i for i, k in enumerate(b["clips"]) if k is not None]
+            loss = loss_img + (_speech_loss(model, ds, b, have, cfg, device, caps, pos, t, e1, s_st, s_x, concept_text,
+                                            cap_emb, concepts) if have else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             state["step"] += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", img=f"{loss_img.item():.2f}", sp=f"{loss_sp.item():.2f}",
-                            T=f"{1 / s_it.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", img=f"{loss_img.item():.2f}", T=f"{1 / s_it.item():.3f}")
         state["elapsed"] += time.perf_counter() - t0
         state["epoch"] += 1
         metrics = validate(model, ds, device)
@@ -344,8 +357,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     "py_rng": random.getstate(), "torch_rng": torch.get_rng_state()}, ckpt.with_suffix(".tmp"))
         ckpt.with_suffix(".tmp").replace(ckpt)
     export_dir = cfg.out / "export"
-    _export(model, export_dir)
-    fusion = fit_fusion(cfg.data, export_dir) if not fold else {"skipped": "cross-fitting fold run"}
+    export_towers(model.image, model.speech, export_dir, cfg.speech_from)
+    if cfg.speech_from:
+        fusion = {"kept": f"speech head and gate of {cfg.speech_from}, unchanged (image-only run)"}
+    else:
+        fusion = fit_fusion(cfg.data, export_dir) if not fold else {"skipped": "cross-fitting fold run"}
     summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "epochs": state["epoch"], "steps": state["step"],
                "minutes": round(state["elapsed"] / 60, 2), "final": state["history"][-1] if state["history"] else {},
                "speech": fusion, "history": state["history"]}
@@ -359,39 +375,3 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             (cfg.export / f.name).write_bytes(f.read_bytes())
         summary["registered"] = str(register(cfg.register, cfg.export))
     return summary
-
-
-def warm_start(model: Joint, name: str) -> None:
-    """Start from a registered model's trained towers (the speech head's new frame layers start as identity)."""
-    from ..encoders.image_cnn import load_state
-    from ..encoders.registry import _locate, model_config
-
-    towers = model_config(name)["towers"]
-    model.image.load_state_dict(load_state(_locate(towers["image"]) / "image_cnn.safetensors"))
-    missing, unexpected = model.speech.load_state_dict(
-        load_state(_locate(towers["audio"]["trained"]) / "speech_head.safetensors"), strict=False)
-    if unexpected or any(not k.startswith("frame_block.") for k in missing):
-        raise ValueError(f"{name}'s speech head does not fit this architecture (missing {missing}, "
-                         f"unexpected {unexpected})")
-    log.warning("warm start from %s (image tower and speech head)", name)
-
-
-def fold_concepts(data: Path, fraction: float, seed: int) -> frozenset[str]:
-    """A seeded fraction of the training concepts (the demo's excepted), for cross-fitting the re-ranker."""
-    from .build import DEMO_CONCEPTS
-
-    keys = sorted(c["key"] for c in json.loads((data / "concepts.json").read_text())
-                  if c["split"] == "train" and c["key"] not in DEMO_CONCEPTS)
-    return frozenset(random.Random(seed + 7).sample(keys, int(len(keys) * fraction)))
-
-
-def _export(model: Joint, out: Path) -> None:
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().eval()
-    save_file({k: v.half().contiguous() for k, v in model.image.state_dict().items() if v.is_floating_point()}
-              | {k: v.contiguous() for k, v in model.image.state_dict().items() if not v.is_floating_point()},
-              str(out / "image_cnn.safetensors"))
-    save_file({k: v.half().contiguous() for k, v in model.speech.state_dict().items()}, str(out / "speech_head.safetensors"))
-    (out / "arch.json").write_text(json.dumps({"image": IMAGE_ARCH, "speech_head": HEAD_ARCH}, indent=1))
