@@ -1,6 +1,6 @@
 """The bundled model's load time and throughput on this machine; prints JSON.
 
-    python bench/bundled_model.py [--images 512]
+    python bench/bundled_model.py [--images 512] [--model NAME]  (default: the default model)
 
 - load: seconds from nothing to a ready model (registry, SHA-256 checks, towers
   built), measured in a fresh subprocess so no cache helps;
@@ -26,7 +26,7 @@ LOAD = """
 import time
 t = time.perf_counter()
 from retrieval.encoders import create_model
-m = create_model("triad-mini")
+m = create_model(MODEL)
 for name in ("text", "image", "audio"):
     m.tower(name)
 print(time.perf_counter() - t)
@@ -35,12 +35,13 @@ LOAD_IMAGE = """
 import time
 t = time.perf_counter()
 from retrieval.encoders import create_model
-create_model("triad-mini").tower("image")
+create_model(MODEL).tower("image")
 print(time.perf_counter() - t)
 """
 
 
-def _fresh(code: str) -> float:
+def _fresh(code: str, model: str) -> float:
+    code = f"MODEL = {model!r}\n" + code
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -56,14 +57,17 @@ def _per_item(fn, items, repeat: int = 3) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--images", type=int, default=512)
+    p.add_argument("--model", default=None, help="a bundled model (default: the default model)")
     args = p.parse_args()
 
     from retrieval.decoders import load_audio, load_image
     from retrieval.encoders import create_model
+    from retrieval.encoders.registry import canonical_name
 
-    result = {"load_s_image_tower": round(min(_fresh(LOAD_IMAGE) for _ in range(3)), 3),
-              "load_s_all_towers": round(min(_fresh(LOAD) for _ in range(2)), 3)}
-    model = create_model("triad-mini")
+    name = canonical_name(args.model)
+    result = {"model": name, "load_s_image_tower": round(min(_fresh(LOAD_IMAGE, name) for _ in range(3)), 3),
+              "load_s_all_towers": round(min(_fresh(LOAD, name) for _ in range(2)), 3)}
+    model = create_model(name)
     demo = sorted((REPO / "demo" / "images").glob("*.png"))
     images = [load_image(p) for p in demo]
     batch = (images * (args.images // len(images) + 1))[: args.images]

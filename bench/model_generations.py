@@ -1,11 +1,11 @@
 """Old model beside new one, in one run: `python -m retrieval eval` on every held-out check.
 
-    python bench/model_generations.py [--models triad-mini-v1 triad-mini] [--manifests M ...]
+    python bench/model_generations.py [--models triad-mini-v1 triad-mini-3] [--manifests M ...]
                                       [--work data/eval-gen] [--out bench/results-model-generations.json]
 
 For each manifest and model the gallery is indexed once (``eval --keep-data-dir``) and
 evaluated twice: first stage only (``--no-rerank``) and as a search runs (re-ranked
-where the model's re-ranker is enabled for the pair). Prints one JSON document:
+where the model's re-ranker is enabled for the pair; once for a model without one). Prints one JSON document:
 ``{manifest: {model: {"first": {pair: metrics}, "rerank": {...}}}}`` and writes it to
 ``--out``. Default manifests are the ones ``build-data`` writes (held-out concepts,
 held-out drawing sets, held-out icon concepts, seen concepts in the held-out voice),
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from retrieval.encoders.registry import has_part  # noqa: E402
 DEFAULT_MANIFESTS = ["data/train/eval_heldout.jsonl", "data/train/eval_style_fxemoji.jsonl",
                      "data/train/eval_style_icon-park-outline.jsonl", "data/train/eval_heldout_icons.jsonl",
                      "data/train/eval_seen_voice.jsonl", "data/train/eval_style.jsonl",
@@ -39,7 +41,7 @@ def _eval(manifest: Path, model: str, work: Path, rerank: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--models", nargs="+", default=["triad-mini-v1", "triad-mini"])
+    p.add_argument("--models", nargs="+", default=["triad-mini-v1", "triad-mini-3"])
     p.add_argument("--manifests", nargs="+", default=DEFAULT_MANIFESTS)
     p.add_argument("--work", default="data/eval-gen", help="index folders, one per manifest and model (kept)")
     p.add_argument("--out", default="bench/results-model-generations.json")
@@ -55,7 +57,8 @@ def main() -> None:
             work = REPO / args.work / f"{manifest.stem}-{model}"
             t = time.perf_counter()
             first = _eval(manifest, model, work, rerank=False)
-            reranked = _eval(manifest, model, work, rerank=True)
+            # a model without a re-ranker ranks the same both ways: not run twice
+            reranked = _eval(manifest, model, work, rerank=True) if has_part(model, "reranker") else first
             results[m][model] = {"first": first, "rerank": reranked, "seconds": round(time.perf_counter() - t, 1)}
             print(f"{m} {model}: {results[m][model]['seconds']} s", file=sys.stderr)
             Path(REPO / args.out).write_text(json.dumps(results, indent=1) + "\n")  # partial results survive

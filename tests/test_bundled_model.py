@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_json
+from retrieval.encoders.registry import DEFAULT_MODEL
 
 DEMO = REPO / "demo"
 
@@ -70,14 +71,14 @@ def test_typed_words_find_the_clip_that_says_them(demo_index):
 
 
 def test_registry_entry_verifies_every_trained_file():
-    from retrieval.encoders.registry import create_model, model_config
+    from retrieval.encoders.registry import _locate, create_model, model_config
 
-    cfg = model_config("triad-mini")
+    cfg = model_config(DEFAULT_MODEL)
     assert cfg["towers"]["image"]["type"] == "cnn_image" and cfg["towers"]["audio"]["type"] == "speech_fused"
-    model = create_model("triad-mini")
+    model = create_model(DEFAULT_MODEL)
     for name in ("image/image_cnn.safetensors", "audio/speech_head.safetensors", "audio/speech_fusion.json"):
         assert len(model.checksums[name]) == 64
-    total = sum(p.stat().st_size for p in (REPO / "retrieval" / "models" / "triad-mini").iterdir())
+    total = sum(p.stat().st_size for p in _locate(cfg["towers"]["image"]).iterdir())
     assert total < 20 * 2**20
 
 
@@ -85,7 +86,7 @@ def test_fused_speech_keeps_the_transcript_and_mixes_both_views():
     from retrieval.decoders import load_audio
     from retrieval.encoders.registry import create_model
 
-    tower = create_model("triad-mini").tower("audio")
+    tower = create_model(DEFAULT_MODEL).tower("audio")
     audio = load_audio(DEMO / "speech" / "a-red-apple.wav")
     out = tower.encode_with_notes([audio])
     assert "apple" in out.notes[0]["transcript"].lower()
@@ -98,8 +99,11 @@ def test_fused_speech_keeps_the_transcript_and_mixes_both_views():
 
 
 def test_model_card_states_the_recipe_and_figures():
-    card = (REPO / "retrieval" / "models" / "triad-mini" / "MODEL_CARD.md").read_text()
+    from retrieval.encoders.registry import _locate, model_config
+
+    towers = model_config(DEFAULT_MODEL)["towers"]
+    card = (_locate(towers["image"]) / "MODEL_CARD.md").read_text()
     for needle in ("python -m retrieval build-data", "python -m retrieval train", "openclip:", "CC-BY 4.0", "R@10"):
         assert needle in card, needle
-    fusion = json.loads((REPO / "retrieval" / "models" / "triad-mini" / "speech_fusion.json").read_text())
+    fusion = json.loads((_locate(towers["audio"]["trained"]) / "speech_fusion.json").read_text())
     assert fusion["mode"] in ("fused", "head", "cascade")

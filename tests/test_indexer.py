@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, REPO, run_cli, run_json
+from retrieval.encoders.registry import DEFAULT_MODEL
 from indexer import repository as repo
 from indexer.catalog import Catalog
 
@@ -172,10 +173,10 @@ def test_other_model_on_existing_data_dir_is_refused(tmp_path, tiny_openclip):
     proc = run_cli("indexer", "add", str(src), "--data-dir", str(data), "--model", f"openclip:{tiny_openclip}",
                    check=False)
     assert proc.returncode == 2
-    assert "was indexed with model 'triad-mini'" in proc.stderr and "--data-dir" in proc.stderr
+    assert f"was indexed with model '{DEFAULT_MODEL}'" in proc.stderr and "--data-dir" in proc.stderr
     proc = run_cli("retrieval", "search", "--text", "piano", "--data-dir", str(data), "--model",
                    "openclip:ViT-B-32/laion2b_s34b_b79k", check=False)
-    assert proc.returncode == 2 and "built with model 'triad-mini'" in proc.stderr
+    assert proc.returncode == 2 and f"built with model '{DEFAULT_MODEL}'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -202,7 +203,7 @@ def test_postgres_catalog_end_to_end(tmp_path, pg_url):
                     "--data-dir", str(data), env=env)["hits"]
     assert "piano" in Path(hits[0]["path"]).read_text()
     status = run_json("indexer", "status", "--data-dir", str(data), env=env)
-    assert status["items"] == {"text": 7} and status["model"] == "triad-mini"
+    assert status["items"] == {"text": 7} and status["model"] == DEFAULT_MODEL
 
 
 def test_chosen_index_factory_is_kept_without_rebuilding_each_run(tmp_path):

@@ -152,7 +152,7 @@ def test_text_the_database_refuses_is_that_files_error_on_postgres(tmp_path, pg_
 
     catalog = Catalog(data, database_url=pg_url)
     try:
-        model = create_model("triad-mini")
+        model = create_model(None)  # the default, which indexed this catalog
         writer = Writer(catalog, model, catalog.fresh_indices(), "auto")
         vec = np.ones(model.dim, np.float32) / np.sqrt(model.dim)
         batch = []

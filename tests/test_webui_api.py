@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from retrieval.encoders.registry import DEFAULT_MODEL
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent / "browser"))
@@ -424,7 +426,7 @@ def test_missing_file_is_404_not_a_crash(tmp_path, tiny_openclip):
 # ---------------------------------------------------------------- status, health, pages
 def test_stats_count_items_and_list_errors(client, speech_data):
     stats = client.get("/api/stats").get_json()
-    assert stats["indexed"] and stats["model"] == "triad-mini" and stats["revision"] >= 1
+    assert stats["indexed"] and stats["model"] == DEFAULT_MODEL and stats["revision"] >= 1
     assert stats["items"] == {"image": 0, "audio": 11, "text": 6}
     assert stats["files"]["ok"] == 15 and stats["files"]["error"] == 1
     assert stats["errors"]["total"] == 1 and stats["errors"]["shown"][0]["path"].endswith("broken.png")
@@ -463,7 +465,7 @@ def test_stats_keep_catalog_counts_per_revision(tmp_path):
 
 def test_health(client):
     data = client.get("/api/health").get_json()
-    assert data == {"status": "ok", "indexed": True, "model": "triad-mini", "revision": data["revision"], "items": 17}
+    assert data == {"status": "ok", "indexed": True, "model": DEFAULT_MODEL, "revision": data["revision"], "items": 17}
 
 
 def test_pages_render_without_inline_scripts(client):
@@ -475,7 +477,7 @@ def test_pages_render_without_inline_scripts(client):
     assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline scripts would be blocked by the CSP"
     assert not re.search(r"(src|href)=\"(https?:)?//", html), "no external resources"
     status = client.get("/status").data.decode()
-    assert "broken.png" in status and "triad-mini" in status and ">11<" in status
+    assert "broken.png" in status and DEFAULT_MODEL in status and ">11<" in status
     for asset in ("/static/app.js", "/static/style.css", "/static/item.js", "/static/favicon.svg"):
         assert client.get(asset).status_code == 200, asset
 

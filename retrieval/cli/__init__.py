@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="data/train", help="dataset built by build-data (default data/train)")
     t.add_argument("--out", default="data/runs/triad-mini", help="run folder: checkpoints and exported weights")
     t.add_argument("--minutes", type=float, default=None,
-                   help="joint: training time budget (default 30); recipe: the joint run's budget (default 40)")
+                   help="joint: training time budget (default 30); recipe: the joint run's budget (default 55)")
     t.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (joint: default 0 = time budget only; rerank: 8)")
     t.add_argument("--batch", type=int, default=None, help="joint: concepts per step (default 128); rerank: queries per step (48)")
     t.add_argument("--steps-per-epoch", type=int, default=None, help="steps between validations/checkpoints (joint 40, rerank 150)")

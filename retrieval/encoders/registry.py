@@ -19,7 +19,7 @@ from .base import Model, ModelError, Tower
 from .weights import package_dir, verify_files
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_MODEL = "triad-mini"
+DEFAULT_MODEL = "triad-mini-3"  # third generation; "triad-mini" (= triad-mini-v1) stays registered
 OPENCLIP_PREFIX = "openclip:"
 
 _CACHE: dict[str, Model] = {}

@@ -208,6 +208,7 @@ def _write_manifests(out: Path, concepts: list[dict], seed: int) -> None:
                 f.write(json.dumps({"id": f"{c['key']}-text", "modality": "text", "text": c["captions"][0],
                                     "label": c["key"]}) + "\n")
     voice_clips = {c["concept"]: c for c in read_clips(out) if c["split"] == "heldout-voice"}
+    _write_style_speech_manifests(out, voice_clips)
     for name, keep in (("eval_heldout.jsonl", lambda c: c["split"] == "heldout"),
                        ("eval_seen_voice.jsonl", lambda c: c["split"] == "train" and c["key"] in voice_clips)):
         with open(out / name, "w") as f:
@@ -223,3 +224,19 @@ def _write_manifests(out: Path, concepts: list[dict], seed: int) -> None:
                 if c["key"] in voice_clips:
                     f.write(json.dumps({"id": f"{c['key']}-speech", "modality": "audio",
                                         "path": "speech/" + voice_clips[c["key"]]["path"], "label": c["key"]}) + "\n")
+
+
+def _write_style_speech_manifests(out: Path, voice_clips: dict[str, dict]) -> None:
+    """``eval_style_<set>_speech.jsonl``: spoken queries in the held-out voice -> a held-out drawing set's pictures
+    (the concepts both cover): a voice the speech head never heard asking for a style the image tower never saw."""
+    for manifest in sorted(out.glob("eval_style_*.jsonl")):
+        if manifest.stem.endswith("_speech"):
+            continue
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line]
+        gallery = [r for r in rows if r["modality"] == "image" and r.get("role") == "gallery"]
+        labels = sorted({r["label"] for r in gallery} & set(voice_clips))
+        if not gallery or not labels:
+            continue
+        speech = [{"id": f"{k}-speech", "modality": "audio", "role": "query", "path": "speech/" + voice_clips[k]["path"],
+                   "label": k} for k in labels]
+        (out / f"{manifest.stem}_speech.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gallery + speech))

@@ -4,13 +4,19 @@ Steps, each skipped or resumed when its output exists (so an interrupted recipe 
 re-run with the same command):
 
 1. ``build-data`` into ``--data`` (npm emoji + Iconify drawing sets, synthesised
-   speech, Whisper frames, evaluation manifests) and the Symbola style check;
-2. the joint run (``--minutes``), exported into ``--export`` and registered;
+   speech, evaluation manifests; Whisper frames only when a speech head is trained)
+   and the Symbola style check;
+2. the joint run (``--minutes``), exported into ``--export`` and registered. The third
+   generation's is image-only: it starts from ``init`` (the second generation's towers)
+   and ships ``speech_from``'s speech head and gate unchanged (the first generation's,
+   which beat the second's on every speech check); both towers land in the locked text
+   tower's space, so they pair without retraining;
 3. the cross-fitting run (30% of the training concepts kept out, ``fold_minutes``);
 4. the re-ranker on the fold run's out-of-fold features, exported and registered;
 5. score calibration of the exported model (``calibration.json``).
 
-Times on 2 CPU cores are in the model card; the budget is 90 minutes in all.
+Steps 3-4 run only with ``rerank``. Times on 2 CPU cores are in the model card; the
+budget is 90 minutes in all.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ class RecipeConfig:
     runs: Path = Path("data/runs")
     export: Path = Path("retrieval/models/triad-mini-3")  # the third generation
     register: str = "triad-mini-3"
-    minutes: float = 40.0
+    minutes: float = 55.0  # the joint run's training-loop budget (the third generation: 55 min, ~2,600 steps)
     fold_minutes: float = 12.0
     init: str | None = "triad-mini-2"  # warm start: the second generation's towers (committed)
     speech_from: str | None = "triad-mini-v1"  # image-only run: ship the first generation's speech head and gate
