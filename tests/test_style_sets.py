@@ -185,3 +185,22 @@ def test_trainer_reads_a_dataset_with_style_sets_and_speechless_icon_concepts(tm
     assert len(b["v1"]) == 3 and sum(c is not None for c in b["clips"]) <= 1
     rocket = ds.index["icon:rocket-launch"]
     assert set(ds.images[rocket]) == {"mdi", "tabler"}
+
+
+def test_spoken_queries_for_held_out_styles_pair_the_unheard_voice_with_the_set(tmp_path):
+    """build-data writes eval_style_<set>_speech.jsonl: held-out-voice clips -> the held-out set's gallery only
+    (never the query-role pictures of other sets), for the concepts both cover."""
+    from retrieval.training.build import _write_style_speech_manifests
+
+    rows = [{"id": "a-fx", "modality": "image", "role": "gallery", "path": "images/fxemoji/a.png", "label": "a"},
+            {"id": "b-fx", "modality": "image", "role": "gallery", "path": "images/fxemoji/b.png", "label": "b"},
+            {"id": "a-other", "modality": "image", "role": "query", "path": "images/emojione/a.png", "label": "a"},
+            {"id": "a-text", "modality": "text", "role": "query", "text": "a", "label": "a"}]
+    (tmp_path / "eval_style_fxemoji.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _write_style_speech_manifests(tmp_path, {"a": {"path": "heldout-voice/a.wav"}, "z": {"path": "heldout-voice/z.wav"}})
+    out = [json.loads(line) for line in (tmp_path / "eval_style_fxemoji_speech.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == ["a-fx", "b-fx", "a-speech"]
+    assert out[-1] == {"id": "a-speech", "modality": "audio", "role": "query", "path": "speech/heldout-voice/a.wav",
+                       "label": "a"}
+    _write_style_speech_manifests(tmp_path, {})  # a rerun never reads its own output as a style manifest
+    assert not (tmp_path / "eval_style_fxemoji_speech_speech.jsonl").exists()
