@@ -59,9 +59,12 @@ def test_indices_list_names_the_one_index(client):
 def test_the_front_ends_own_request_gets_clip_backs_answer(client):
     hits = knn(client, **FRONT_END_BODY)
     # every picture (3000 asked) but near-duplicates (deduplicate: the copy, twins drawn alike); all carry metadata
-    assert 28 <= len(hits) < 33 and "zz-dog-copy.png" not in [h["caption"] for h in hits]
+    captions = [h["caption"] for h in hits]
+    assert 28 <= len(hits) < 33 and len({"dog-face-google.png", "zz-dog-copy.png"} & set(captions)) == 1
     assert all(set(h) >= {"id", "similarity", "caption", "url", "modality"} for h in hits)
-    assert {hits[0]["caption"], hits[1]["caption"]} == {"dog-face-google.png", "dog-face-twitter.png"}
+    # the two dog pictures first (the Google one may be shown as its identical copy: their scores tie)
+    assert {hits[0]["caption"], hits[1]["caption"]} - {"zz-dog-copy.png"} <= {"dog-face-google.png", "dog-face-twitter.png"}
+    assert "dog-face-twitter.png" in {hits[0]["caption"], hits[1]["caption"]}
     assert all(h["modality"] == "image" and h["url"].startswith("http://localhost/api/items/") for h in hits)
     thumb = client.get(hits[0]["url"].removeprefix("http://localhost"))
     assert thumb.status_code == 200 and thumb.mimetype == "image/webp"
@@ -73,7 +76,8 @@ def test_deduplicate_shows_a_near_duplicate_once(client):
     both = [h["caption"] for h in knn(client, **body, deduplicate=False)]
     once = [h["caption"] for h in knn(client, **body, deduplicate=True)]
     assert twins <= set(both) and len(both) == 33
-    assert twins & set(once) == {"dog-face-google.png"}  # the better-ranked one is kept
+    first = min(twins, key=both.index)
+    assert twins & set(once) == {first}  # the better-ranked one is kept (identical pictures: whichever ranks first)
     assert [c for c in both if c in once] == once and len(once) < 33
 
 

@@ -22,7 +22,7 @@ class _Hit:
     score: float
 
 
-RERANK_MODEL = "triad-mini"  # the default: the committed first generation, with its trained re-ranker
+RERANK_MODEL = "triad-mini"  # the committed first generation, with its trained re-ranker (the default has none)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_removed_files_lose_their_tokens_and_rebuild_restores_missing_ones(tmp_p
     src.mkdir()
     for name in ("red-apple-twitter.png", "dog-face-google.png", "cat-face-google.png"):
         shutil.copy(DEMO / "images" / name, src / name)
-    run_json("indexer", "add", str(src), "--data-dir", str(data))
+    run_json("indexer", "add", str(src), "--data-dir", str(data), "--model", RERANK_MODEL)
     ids = _catalog_ids(data)
     store_files = lambda: sorted(p.name for p in (data / "tokens").glob("*/*.tok"))  # noqa: E731
     assert len(store_files()) == 3

@@ -14,6 +14,8 @@ import numpy as np
 from conftest import REPO, run_json
 from retrieval.tokens import TokenStore
 
+MODEL = "triad-mini"  # the first generation: it has a re-ranker, so its items get token features (the default has none)
+
 
 def _views(i: int) -> dict[str, np.ndarray]:
     return {"text": np.full((2, 4), i, np.float32)}
@@ -52,7 +54,7 @@ def test_swap_is_finished_or_undone_after_a_kill_at_any_point(tmp_path):
 def test_killed_token_rebuild_keeps_reranking_and_missing_tokens_are_refilled(tmp_path):
     src, data = tmp_path / "notes", tmp_path / "data"
     _notes(src, 150)
-    assert run_json("indexer", "add", str(src), "--data-dir", str(data))["added"] == 150
+    assert run_json("indexer", "add", str(src), "--data-dir", str(data), "--model", MODEL)["added"] == 150
     tokens = data / "tokens"
     assert len(list(tokens.glob("*/*.tok"))) == 150
 
@@ -86,7 +88,7 @@ def test_token_refill_encodes_many_files_per_pass_with_the_indexers_result(tmp_p
 
     notes, data = tmp_path / "notes", tmp_path / "data"
     _notes(notes, 40)
-    run_json("indexer", "add", str(notes), "--data-dir", str(data))
+    run_json("indexer", "add", str(notes), "--data-dir", str(data), "--model", MODEL)
     store = TokenStore(data / "tokens")
     written_by_indexer = store.get_many(sorted(store.ids()))
     assert len(written_by_indexer) == 40
@@ -100,7 +102,7 @@ def test_token_refill_encodes_many_files_per_pass_with_the_indexers_result(tmp_p
     monkeypatch.setattr(token_sync, "item_views", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     catalog = Catalog(data)
     try:
-        out = token_sync.rebuild_tokens(catalog, create_model(None))
+        out = token_sync.rebuild_tokens(catalog, create_model(MODEL))
     finally:
         catalog.close()
     assert out == {"written": 40, "skipped": 0, "failed": 0}
