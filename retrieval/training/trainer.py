@@ -242,9 +242,9 @@ def _step_batch(ds: Dataset, rng: random.Random, batch: int, emoji_share: float 
 
 def _speech_loss(model: Joint, ds: Dataset, b: dict[str, Any], have: list[int], cfg: TrainConfig, device: str,
                  caps: torch.Tensor, pos: torch.Tensor, t: torch.Tensor, e1: torch.Tensor, s_st: torch.Tensor,
-                 s_x: torch.Tensor, concept_text: torch.Tensor, cap_emb: torch.Tensor,
-                 concepts: torch.Tensor) -> torch.Tensor:
-    """The speech losses of one step, for the batch rows ``have`` that have a training clip."""
+                 s_x: torch.Tensor, cap_emb: torch.Tensor, soft: torch.Tensor | None) -> torch.Tensor:
+    """The speech losses of one step, for the batch rows ``have`` that have a training clip (``soft``: the
+    step's soft caption targets, computed once for images and speech)."""
     clip_frames = [ds.frames[b["clips"][i]] for i in have]
     whole = [len(f) <= MAX_TRAIN_FRAMES for f in clip_frames]  # longer ones: cropped, and no CTC
     x, m = pad_frames([f[:MAX_TRAIN_FRAMES] for f in clip_frames])
@@ -261,8 +261,7 @@ def _speech_loss(model: Joint, ds: Dataset, b: dict[str, Any], have: list[int], 
                               (~m[keep]).sum(1), torch.tensor([len(t_) for t_ in texts], device=device),
                               zero_infinity=True)
         loss_sp = loss_sp + cfg.ctc * loss_ctc
-    if cfg.soft_targets > 0:
-        soft = torch.softmax(concept_text[concepts] @ cap_emb.T / SOFT_TEMPERATURE, dim=1)
+    if soft is not None:
         loss_sp = loss_sp + cfg.soft_targets * _soft_ce(s @ cap_emb.T / SOFT_TEMPERATURE, soft[sel])
     return loss_sp
 
@@ -334,13 +333,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             pos = owner[None, :] == concepts[:, None]
             loss_img = (_multi_pos_ce(s_it * e1 @ caps.T, pos) + _multi_pos_ce(s_it * e2 @ caps.T, pos)) / 2
             loss_img = loss_img + _sym_ce(e1, t, s_it) + _sym_ce(e1, e2, s_x)
+            soft = None
             if cfg.soft_targets > 0:
                 soft = torch.softmax(concept_text[concepts] @ cap_emb.T / SOFT_TEMPERATURE, dim=1)
                 loss_img = loss_img + cfg.soft_targets * (_soft_ce(e1 @ cap_emb.T / SOFT_TEMPERATURE, soft)
                                                           + _soft_ce(e2 @ cap_emb.T / SOFT_TEMPERATURE, soft)) / 2
             have = [i for i, k in enumerate(b["clips"]) if k is not None]
-            loss = loss_img + (_speech_loss(model, ds, b, have, cfg, device, caps, pos, t, e1, s_st, s_x, concept_text,
-                                            cap_emb, concepts) if have else 0.0)
+            loss = loss_img + (_speech_loss(model, ds, b, have, cfg, device, caps, pos, t, e1, s_st, s_x, cap_emb, soft)
+                               if have else 0.0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
