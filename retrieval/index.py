@@ -48,6 +48,7 @@ import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -59,7 +60,11 @@ from .index_manifest import (  # noqa: F401  (re-exported: the index's public na
 from .index_build import (  # noqa: F401  (ivf_lists_for re-exported)
     Batch, Batches, StreamSample, auto_factory, ivf_lists_for, sample_rows,
 )
-from . import index_build as _plan  # its ONE_PASS_ROWS read at build time (tests change it)
+from . import index_stream as _stream
+from .index_stream import (  # noqa: F401  (re-exported)
+    AUTO_EXACT_LIMIT, as_matrix as _as_matrix, resolve_factory,
+    training_limit, training_sample as _training_sample,
+)
 from .tombstones import TOMBSTONES_NAME, Tombstones, TombstonedIdError, file_key  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,6 @@ log = logging.getLogger(__name__)
 VIDEO_INDICES = ("video-frame", "video-speech")  # a video's keyframes and speech windows (retrieval.video)
 INDEX_NAMES = ("image", "audio", "text", *VIDEO_INDICES)  # one FAISS index each, in data-dir/index/<name>
 INDEX_NAME = "index.faiss"
-AUTO_EXACT_LIMIT = 200_000
 HNSW_EF_SEARCH = 128
 REFINE_K_FACTOR = 64
 REFINE_SHORTLIST = REFINE_K_FACTOR * 10  # exact re-scoring of max(640, 2k) candidates (see _raw_search)
@@ -76,18 +80,6 @@ REFERENCE_SAMPLE = 2048  # vectors kept to calibrate multi-input scores (retriev
 
 class ReadOnlyIndexError(RuntimeError):
     """A memory-mapped index cannot be changed (load it with ``mmap=False`` to write)."""
-
-
-def resolve_factory(factory: str, n_vectors: int, dim: int = 384, budget_bytes: int | None = None) -> str:
-    """Turn ``"auto"`` into a concrete factory string for ``n_vectors`` rows of ``dim``: the most accurate tier
-    whose resident size fits ``budget_bytes`` (None: ``RETRIEVAL_INDEX_MEMORY_GB``, default 8 GB), see
-    :mod:`retrieval.index_build`. Flat below ``AUTO_EXACT_LIMIT``; then 4-bit fast-scan PQ (dim/2 sub-quantizers)
-    shortlisting ``REFINE_K_FACTOR``*k candidates re-scored exactly (on random 384-d data, the hardest case,
-    HNSW32 and IVF missed recall@10 0.95 at any speed worth having; this kept ~0.999); then ``IVF{n},SQ8`` and
-    ``OPQ..,IVF{n},PQ..`` (``{n}``: :func:`ivf_lists_for` at build time) when the full vectors do not fit."""
-    if factory != "auto":
-        return factory
-    return auto_factory(n_vectors, dim, budget_bytes, exact_limit=AUTO_EXACT_LIMIT)
 
 
 def ivf_nprobe_for(nlist: int) -> int:
@@ -101,8 +93,6 @@ def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-TRAIN_POINTS_PER_LIST = 64
-MAX_TRAIN_POINTS = 256_000
 GPU_MAX_K = 2048  # faiss GPU indices answer at most this many hits per query: larger fetches search on the CPU
 
 
@@ -379,113 +369,9 @@ def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
     return faiss.read_index(str(path)), False
 
 
-def _training_sample(vectors: np.ndarray, factory: str) -> np.ndarray:
-    """At most 64 points per IVF list (and 256k overall): k-means on all 1M rows took minutes. A seeded uniform
-    sample, the same rows the streaming build keeps (:func:`retrieval.index_build.sample_rows`)."""
-    rows = sample_rows(len(vectors), training_limit(factory, vectors.shape[1]))
-    return vectors if rows is None else vectors[rows]
-
-
-def _as_matrix(x: np.ndarray, dim: int) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"expected vectors of shape (N, {dim}), got {x.shape}")
-    return x
-
-
-# ---- building (streamed: the vectors never all in memory; retrieval.index_build plans) ----
-def training_limit(factory: str, dim: int) -> int:
-    """How many vectors train ``factory``: ``TRAIN_POINTS_PER_LIST`` per IVF list, ``MAX_TRAIN_POINTS`` at most
-    (k-means on all 1M rows took minutes)."""
-    inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.try_extract_index_ivf(inner)
-    return min(MAX_TRAIN_POINTS, TRAIN_POINTS_PER_LIST * ivf.nlist) if ivf is not None else MAX_TRAIN_POINTS
-
-
-def build_from_batches(
-    batches: Batches,
-    *,
-    model: str,
-    checksums: dict[str, str],
-    dim: int,
-    factory: str = "auto",
-    modality: str = "",
-    revision: int = 0,
-    budget_bytes: int | None = None,
-    timings: dict[str, float] | None = None,
-) -> "VectorIndex":
-    """Build a :class:`~retrieval.index.VectorIndex` from ``batches()``, an iterable of (ids, vectors) batches
-    that can be read twice in the same order; the result equals :meth:`VectorIndex.build` of their
-    concatenation. ``timings``, if given, receives ``scan_s``, ``train_s``, ``add_s`` (seconds)."""
-    import time
-
-    t0 = time.perf_counter()
-    n = added = 0
-    index = None
-    if factory != "auto" and "{n}" not in factory:  # a typed factory that needs no training (Flat, HNSW...)
-        index = _new_index(factory, factory, model=model, checksums=checksums, dim=dim, modality=modality,
-                           revision=revision)
-        if index._cpu.is_trained:
-            index._tune()
-        else:
-            index = None
-    if index is not None:  # one pass: straight into the index
-        for ids, vecs in batches():
-            ids, vecs = _batch(ids, vecs, dim)
-            if len(ids):
-                index._cpu.add_with_ids(vecs, ids)
-                n = added = added + len(ids)
-        t1 = t2 = time.perf_counter()
-    else:
-        sampler = StreamSample(MAX_TRAIN_POINTS, dim)
-        held: list[Batch] | None = []
-        for ids, vecs in batches():
-            ids, vecs = _batch(ids, vecs, dim)
-            sampler.add(vecs)
-            if held is not None:
-                held.append((ids, vecs))
-                if sampler.count > _plan.ONE_PASS_ROWS:
-                    held = None  # too many to keep: the second pass reads them again
-        n = sampler.count
-        concrete = resolve_factory(factory, n, dim, budget_bytes=budget_bytes)
-        if "{n}" in concrete:
-            concrete = concrete.replace("{n}", str(ivf_lists_for(n)))
-        index = _new_index(factory, concrete, model=model, checksums=checksums, dim=dim, modality=modality,
-                           revision=revision)
-        t1 = time.perf_counter()
-        if not index._cpu.is_trained:  # IVF, PQ, SQ8, ...: train on the sample
-            if n == 0:
-                index.manifest.factory = "Flat"
-                index._cpu = VectorIndex._empty("Flat", dim)
-            else:
-                index._cpu.train(sampler.sample(training_limit(concrete, dim)))
-        del sampler
-        index._tune()
-        t2 = time.perf_counter()
-        for ids, vecs in (held if held is not None else (_batch(i, v, dim) for i, v in batches())):
-            if len(ids):
-                index._cpu.add_with_ids(vecs, ids)
-                added += len(ids)
-    if added != n:
-        log.warning("the %s embeddings changed during the rebuild: %d counted, %d added", modality or "", n, added)
-    index.manifest.count = int(index._cpu.ntotal)
-    if timings is not None:
-        timings.update(scan_s=t1 - t0, train_s=t2 - t1, add_s=time.perf_counter() - t2)
-    return index
-
-
-def _new_index(requested: str, concrete: str, **manifest: object) -> "VectorIndex":
-    m = IndexManifest(factory=concrete, **manifest)  # type: ignore[arg-type]
-    m.checksums = dict(m.checksums)
-    m.set_user_factory(requested)
-    return VectorIndex(m)
-
-
-def _batch(ids: np.ndarray, vectors: np.ndarray, dim: int) -> Batch:
-    vectors = _as_matrix(vectors, dim)
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-    if len(ids) != len(vectors):
-        raise ValueError(f"a batch of {len(ids)} ids and {len(vectors)} vectors")
-    return ids, vectors
+# ---- building (streamed: the vectors never all in memory; retrieval.index_stream runs it) ----
+def build_from_batches(batches: Batches, **kwargs: Any) -> "VectorIndex":
+    """A :class:`VectorIndex` from ``batches()``, an iterable of (ids, vectors) batches that can be read twice in
+    the same order (SQL keyset pages, a generator); keywords as :func:`retrieval.index_stream.build_from_batches`
+    (``model``, ``checksums``, ``dim``, ``factory``, ``modality``, ``revision``, ``budget_bytes``, ``timings``)."""
+    return _stream.build_from_batches(batches, new=VectorIndex, **kwargs)

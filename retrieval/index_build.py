@@ -20,10 +20,10 @@ The choice follows the faiss wiki's "Guidelines to choose an index" (exact; then
 vectors at its default efSearch (recall@10 0.93 instead of 0.98 at 1M, bench/index_10m.py's data) and was no
 faster to add once its efSearch was raised.
 
-:func:`retrieval.index.build_from_batches` (there: it fills a ``VectorIndex``) builds from a callable returning an iterator of ``(ids, vectors)`` batches (SQL keyset
+:func:`retrieval.index_stream.build_from_batches` (called as :func:`retrieval.index.build_from_batches`) builds from a callable returning an iterator of ``(ids, vectors)`` batches (SQL keyset
 pages, a generator): a typed factory that needs no training (Flat, HNSW) is filled in one pass; otherwise pass one
 counts and keeps a seeded uniform sample (bottom-k of per-row random keys, the same
-rows :func:`retrieval.index._training_sample` takes from a whole matrix), the index is trained on it, pass two
+rows :func:`retrieval.index_stream.training_sample` takes from a whole matrix), the index is trained on it, pass two
 adds batch by batch. A collection of at most ``ONE_PASS_ROWS`` is kept from pass one and built in one pass.
 """
 

@@ -20,6 +20,7 @@ import pytest
 
 import retrieval.index as index_module
 import retrieval.index_build as build_module
+import retrieval.index_stream as stream_module
 from conftest import new_pg_database, run_json
 from indexer import repository as repo
 from indexer.catalog import Catalog
@@ -52,7 +53,7 @@ def _manifest(data: Path) -> dict:
 
 @pytest.fixture()
 def small_exact_limit(monkeypatch):
-    monkeypatch.setattr(index_module, "AUTO_EXACT_LIMIT", 24)
+    monkeypatch.setattr(stream_module, "AUTO_EXACT_LIMIT", 24)
     return index_module.resolve_factory("auto", 10_000, 384)
 
 
@@ -182,7 +183,7 @@ def scans(monkeypatch):
 @pytest.mark.parametrize("one_pass_rows", [0, 200_000])  # 0: even a small collection is read twice
 def test_streaming_rebuild_equals_the_one_shot_build(catalog, scans, monkeypatch, factory, one_pass_rows):
     monkeypatch.setattr(build_module, "ONE_PASS_ROWS", one_pass_rows)
-    monkeypatch.setattr(index_module, "MAX_TRAIN_POINTS", 700)  # the sample is picked across many pages
+    monkeypatch.setattr(stream_module, "MAX_TRAIN_POINTS", 700)  # the sample is picked across many pages
     x = _clustered(2500, 32, seed=1)
     ids = _fill(catalog, x)
     queries = _clustered(40, 32, seed=2)
