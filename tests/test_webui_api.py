@@ -544,6 +544,19 @@ def test_catalog_on_postgres(tmp_path, own_pg_url):
     assert client.get("/api/stats").get_json()["items"]["text"] == 6
 
 
+def test_catalog_on_postgres_named_only_by_the_environment(tmp_path, own_pg_url, monkeypatch):
+    """``DATABASE_URL`` in the environment, as the README says and the indexer reads it: the data directory then
+    holds no SQLite file, and the app must not answer "nothing is indexed yet"."""
+    notes = tmp_path / "notes"
+    shutil.copytree(FIXTURES / "notes", notes)
+    monkeypatch.setenv("DATABASE_URL", own_pg_url)
+    wt.index_folder(notes, tmp_path / "data")
+    assert not list((tmp_path / "data").glob("*.sqlite3"))
+    client = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True}).test_client()
+    assert search(client, text="Apollo lunar module", k=1)["hits"][0]["name"] == "space.txt"
+    assert client.get("/api/stats").get_json()["items"]["text"] == 6
+
+
 # ---------------------------------------------------------------- index changes under a running app
 def test_new_indexer_run_is_picked_up_and_stale_index_is_rebuilt_in_memory(tmp_path):
     notes = tmp_path / "notes"

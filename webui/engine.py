@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -75,7 +76,9 @@ class CatalogOutdatedError(ApiError):
 class Engine:
     def __init__(self, data_dir: Path, database_url: str | None = None, reload_check_s: float = 2.0) -> None:
         self.data_dir = Path(data_dir)
-        self.database_url = database_url
+        # as the indexer reads it (indexer.db.database_url): the config, else $DATABASE_URL, else the SQLite file;
+        # without this a catalog on Postgres named only by $DATABASE_URL looked like "nothing indexed yet"
+        self.database_url = database_url or os.environ.get("DATABASE_URL") or None
         self.reload_check_s = reload_check_s
         self._catalog: Catalog | None = None
         self._snapshot: Snapshot | None = None
