@@ -24,6 +24,13 @@ its own builder (``clip-retrieval index``, autofaiss) chose; it answers the same
 same k and clients, one level after ours, and its recall@10 against exact search is measured the same way.
 
     .venv/bin/python bench/serve_scale.py --items 1000000 --out bench/results-serve-scale-1m.json
+
+**The catalog on Postgres**: ``--postgres`` writes the same items into a fresh database on the real server
+(``--pg-admin-url``, default ``postgresql://postgres@127.0.0.1:5432/postgres``; the database is named after the data
+directory and kept with it, so a kept ``--data-dir`` reuses both) and runs the server on it through
+``DATABASE_URL``, exactly as a user's Postgres catalog runs; the JSON's ``data.catalog`` says which.
+
+    .venv/bin/python bench/serve_scale.py --items 1000000 --postgres --no-peer --out bench/results-serve-scale-1m-pg.json
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ def build(data_dir: Path, kind: str, n: int, per_file: int, batch: int = 5000) -
     then the index through ``Catalog.rebuild_index``."""
     from indexer import repository as repo
     from indexer.catalog import Catalog
+    from indexer.db import analyze_if_stale
     from retrieval.encoders import create_model
 
     model = create_model(None)
@@ -118,13 +126,30 @@ def build(data_dir: Path, kind: str, n: int, per_file: int, batch: int = 5000) -
             if start // batch % 10 == 0:
                 log(f"wrote {start + len(vecs):,} items")
         written = time.perf_counter() - t0
+        analyzed = analyze_if_stale(catalog.engine)  # what `indexer add` does at the end of a run (Postgres)
         _, checksums, revision = catalog.state()
         t1 = time.perf_counter()
         index = catalog.rebuild_index("text", model.name, checksums, revision)
         return {"items": n, "items_per_file": per_file, "generator": kind, "write_s": round(written, 1),
-                "index_build_s": round(time.perf_counter() - t1, 1), "factory": index.manifest.factory}
+                "index_build_s": round(time.perf_counter() - t1, 1), "factory": index.manifest.factory,
+                "planner_statistics_refreshed": analyzed}
     finally:
         catalog.close()
+
+
+def postgres_catalog(admin_url: str, data_dir: Path, fresh: bool) -> str:
+    """The SQLAlchemy URL of the Postgres database that holds ``data_dir``'s catalog; ``fresh``: (re)create it."""
+    import hashlib
+
+    import psycopg
+
+    name = "serve_scale_" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if fresh or not exists:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
 
 
 def queries(kind: str, n: int, stored: np.ndarray | None) -> np.ndarray:
@@ -347,6 +372,9 @@ def main() -> int:
     p.add_argument("--no-peer", dest="peer", action="store_false", help="skip clip-retrieval's clip back")
     p.add_argument("--no-copy-baseline", dest="copy_baseline", action="store_false",
                    help="skip the second server that copies the index into each worker (memory comparison)")
+    p.add_argument("--postgres", action="store_true", help="the catalog on the real Postgres server, not SQLite")
+    p.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="where --postgres creates its database (default: the local server)")
     args = p.parse_args()
 
     from retrieval.index import VectorIndex, exact_search
@@ -356,7 +384,10 @@ def main() -> int:
     proc = peer = None
     try:
         info = data_dir / "serve_scale_build.json"  # how a kept --data-dir was built, for later runs' JSON
-        if (data_dir / "index").is_dir():
+        reuse = (data_dir / "index").is_dir()
+        if args.postgres:  # the server inherits the environment: its workers read the same catalog
+            os.environ["DATABASE_URL"] = postgres_catalog(args.pg_admin_url, data_dir, fresh=not reuse)
+        if reuse:
             built = {**(json.loads(info.read_text()) if info.is_file() else {}), "reused": True}
         else:
             built = build(data_dir, args.generator, args.items, args.items_per_file)
@@ -468,7 +499,8 @@ def main() -> int:
             "benchmark": "serve_scale: raw VectorIndex.search vs POST /api/search (vector, text, hybrid), /knn-service "
                          "(embedding_input) and GET /api/stats on synthetic vectors written through the repository API, "
                          "with clip-retrieval's clip back on the same vectors",
-            "data": {**built, "dim": DIM, "count": index.count, "factory": index.manifest.factory,
+            "data": {**built, "catalog": "postgresql" if args.postgres else "sqlite", "dim": DIM, "count": index.count,
+                     "factory": index.manifest.factory,
                      "recall@10_vs_exact": round(recall, 4)},
             "server": {"command": f"python -m webui --workers {args.workers} --threads {args.threads}",
                        "rss_mb_per_worker": [w["VmRSS"] for w in memory],

@@ -37,6 +37,7 @@ from retrieval.tokens import item_views, model_has_tokens
 from . import repository as repo
 from . import sources
 from .catalog import Catalog
+from .db import analyze_if_stale
 from .scanner import Candidate, Skipped, printable, scan
 from .writer import Decoded, Summary, Unit, Writer, _short
 
@@ -268,6 +269,7 @@ def add(paths: Sequence[Path], catalog: Catalog, options: AddOptions) -> Summary
             summary.notices = catalog_notices(s, model.name)
             repo.finish_run(s, run_id, summary.as_dict())
             s.commit()
+        analyze_if_stale(catalog.engine)  # Postgres: fresh planner statistics after a large run
         return summary
     finally:
         catalog.unlock()

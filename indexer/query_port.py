@@ -25,6 +25,7 @@ class CatalogPort:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.store = catalog.token_store()
+        self._total: tuple[int, int] | None = None  # (catalog revision, item count): counted once per revision
 
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         if not ids:
@@ -45,7 +46,7 @@ class CatalogPort:
     def keyword_search(self, words: str, modality: str | None, limit: int) -> list[tuple[int, float]]:
         with self.catalog.session() as s:
             try:
-                return repo.keyword_search(s, words, modality, limit)
+                return repo.keyword_search(s, words, modality, limit, total_items=self._item_total(s))
             except SQLAlchemyError:
                 if not inspect(self.catalog.engine).has_table("items_fts"):
                     raise KeywordIndexMissing(
@@ -53,6 +54,17 @@ class CatalogPort:
                         f"--data-dir {self.catalog.data_dir}` once (it upgrades the database), then search again"
                     ) from None
                 raise
+
+    def _item_total(self, s) -> int | None:  # noqa: ANN001 - a SQLAlchemy session
+        """The item count of the catalog's current revision (SQLite's bm25() needs none)."""
+        if s.get_bind().dialect.name != "postgresql":
+            return None
+        state = repo.read_state(s)
+        revision = state[1] if state else 0
+        kept = self._total
+        if kept is None or kept[0] != revision:
+            kept = self._total = (revision, repo.item_total(s))
+        return kept[1]
 
     def keyword_matches(self, ids: Sequence[int], words: str) -> dict[int, list[str]]:
         with self.catalog.session() as s:
