@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import shutil
 import struct
@@ -709,3 +710,27 @@ def test_mark_words_marks_words_and_their_plurals_but_not_stopwords_or_longer_wo
     marked = [text[a:b] for a, b in mark_words(text, ["the", "dog", "walk"])]
     assert marked == ["dogs", "dog", "walker", "walked", "dog"]
     assert mark_words(text, ["a", "an"]) == []
+
+
+def test_the_orjson_provider_writes_and_reads_what_flasks_own_does(tmp_path):
+    """webui/fast_json.py: the same documents as Flask's standard-library provider (dates as Flask writes
+    them, int keys as strings, non-ASCII text), and bodies orjson refuses still read as the stdlib reads them."""
+    import datetime
+
+    from flask.json.provider import DefaultJSONProvider
+
+    from webui import fast_json
+
+    app = create_app({"DATA_DIR": str(tmp_path / "data"), "TESTING": True})
+    doc = {"hits": [{"id": 3, "score": 0.25, "name": "café.png"}], 7: "seven", "when": datetime.date(2026, 12, 6),
+           "at": datetime.datetime(2026, 12, 6, 23, 5, tzinfo=datetime.timezone.utc)}
+    with app.app_context():
+        ours = app.json.response(doc).get_data()
+        own = DefaultJSONProvider(app)
+        own.sort_keys = False  # as the app had it before (mixed int and str keys cannot be sorted)
+        flask_own = own.response(doc).get_data()
+        assert json.loads(ours) == json.loads(flask_own)
+        assert list(json.loads(ours)) == ["hits", "7", "when", "at"]  # built order, not sorted
+    assert fast_json.loads(b'{"v": [1, 2.5]}') == {"v": [1, 2.5]}
+    nan = fast_json.loads('{"v": [NaN, Infinity]}')  # orjson refuses these; json reads them (then 400 "finite")
+    assert math.isnan(nan["v"][0]) and nan["v"][1] == math.inf

@@ -27,6 +27,7 @@ from indexer.db import data_dir_from
 
 from . import errors
 from .engine import Engine
+from .fast_json import OrjsonProvider
 from .slow import SlowGate
 from .thumbnails import ThumbnailCache
 
@@ -71,7 +72,7 @@ class ItemIdConverter(IntegerConverter):
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
-    app.json.sort_keys = False  # responses keep the order they are built in; sorting 100 hits' keys cost time
+    app.json = OrjsonProvider(app)  # keys in the order they are built; orjson: ~10x faster for 100 hits
     app.config.from_mapping(DEFAULT_CONFIG)
     app.config.from_prefixed_env("WEBUI")
     if "WEBUI_TOKEN" in os.environ:  # a string as written (from_prefixed_env would parse "123" as a number)
