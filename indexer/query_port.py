@@ -6,6 +6,8 @@ query API (:mod:`retrieval.service`) never sees SQLAlchemy.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +21,9 @@ from . import repository as repo
 from .catalog import Catalog
 
 
+DF_KEPT = 50_000  # term counts kept per catalog revision (~100 B each)
+
+
 class CatalogPort:
     """Items, stored vectors, token views and keyword hits of one catalog."""
 
@@ -26,6 +31,8 @@ class CatalogPort:
         self.catalog = catalog
         self.store = catalog.token_store()
         self._total: tuple[int, int] | None = None  # (catalog revision, item count): counted once per revision
+        self._df: tuple[int, OrderedDict[str, int]] = (-1, OrderedDict())  # per revision: term -> items holding it
+        self._lock = threading.Lock()  # several web threads share one port
 
     def items(self, ids: Sequence[int]) -> dict[int, dict]:
         if not ids:
@@ -46,7 +53,9 @@ class CatalogPort:
     def keyword_search(self, words: str, modality: str | None, limit: int) -> list[tuple[int, float]]:
         with self.catalog.session() as s:
             try:
-                return repo.keyword_search(s, words, modality, limit, total_items=self._item_total(s))
+                revision = self._revision(s)
+                return repo.keyword_search(s, words, modality, limit, total_items=self._item_total(s, revision),
+                                           df=self._term_counts(s, revision, repo.keyword_terms(words)))
             except SQLAlchemyError:
                 if not inspect(self.catalog.engine).has_table("items_fts"):
                     raise KeywordIndexMissing(
@@ -55,16 +64,40 @@ class CatalogPort:
                     ) from None
                 raise
 
-    def _item_total(self, s) -> int | None:  # noqa: ANN001 - a SQLAlchemy session
-        """The item count of the catalog's current revision (SQLite's bm25() needs none)."""
+    @staticmethod
+    def _revision(s) -> int:  # noqa: ANN001 - a SQLAlchemy session
+        state = repo.read_state(s)
+        return state[1] if state else 0
+
+    def _item_total(self, s, revision: int) -> int | None:  # noqa: ANN001 - a SQLAlchemy session
+        """The item count of the catalog's ``revision`` (SQLite's bm25() needs none)."""
         if s.get_bind().dialect.name != "postgresql":
             return None
-        state = repo.read_state(s)
-        revision = state[1] if state else 0
         kept = self._total
         if kept is None or kept[0] != revision:
             kept = self._total = (revision, repo.item_total(s))
         return kept[1]
+
+    def _term_counts(self, s, revision: int, terms: list[str]) -> dict[str, int]:  # noqa: ANN001
+        """:func:`indexer.repository.term_counts` of ``terms``, kept per revision (at most ``DF_KEPT`` terms, the
+        most recently used): words recur in queries, and a common one's bounded count cost ~65 ms on Postgres."""
+        with self._lock:
+            if self._df[0] != revision:
+                self._df = (revision, OrderedDict())
+            kept = self._df[1]
+            known = {t: kept[t] for t in terms if t in kept}
+            for t in known:
+                kept.move_to_end(t)
+        missing = [t for t in terms if t not in known]
+        if missing:
+            counted = repo.term_counts(s, missing)
+            with self._lock:
+                if self._df[0] == revision:
+                    self._df[1].update(counted)
+                    while len(self._df[1]) > DF_KEPT:
+                        self._df[1].popitem(last=False)
+            known.update(counted)
+        return known
 
     def keyword_matches(self, ids: Sequence[int], words: str) -> dict[int, list[str]]:
         with self.catalog.session() as s:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, select, text, update
@@ -450,13 +450,14 @@ def keyword_terms(query: str) -> list[str]:
 
 
 def keyword_search(s: Session, query: str, modality: str | None = None, limit: int = 100,
-                   total_items: int | None = None) -> list[tuple[int, float]]:
+                   total_items: int | None = None, df: Mapping[str, int] | None = None) -> list[tuple[int, float]]:
     """Items whose text or file name holds words of ``query``: (item id, score), best first.
 
     Scores are higher-is-better and comparable within one call only. Any input is
     safe (no words -> no hits). ``modality`` restricts to image, audio or text items.
     ``total_items``: the catalog's item count, when the caller keeps it (Postgres's BM25 idf needs it; counting
-    1M items took 80-90 ms of every hybrid query); None counts them.
+    1M items took 80-90 ms of every hybrid query); None counts them. ``df``: :func:`term_counts` of the terms,
+    when the caller keeps them (one common word's bounded count took ~65 ms on Postgres at 1M items).
     """
     terms = keyword_terms(query)
     if not terms or limit <= 0:
@@ -468,7 +469,7 @@ def keyword_search(s: Session, query: str, modality: str | None = None, limit: i
         where, params["modality"] = "AND items.modality = :modality", modality
     if dialect not in ("sqlite", "postgresql"):
         raise ValueError(f"keyword search supports SQLite and PostgreSQL catalogs, not {dialect}")
-    rare = selective_terms(s, terms)
+    rare = selective_terms(s, terms, df)
     if dialect == "sqlite":
         # every term a quoted FTS5 string: no operator, column filter or prefix syntax reaches MATCH
         if rare:
@@ -491,14 +492,22 @@ def keyword_search(s: Session, query: str, modality: str | None = None, limit: i
     return [(int(i), float(score)) for i, score in s.execute(stmt, params).all()]
 
 
-def selective_terms(s: Session, terms: Sequence[str]) -> list[str]:
-    """The terms a keyword query scores: rarest first while their summed document counts stay within
-    :data:`KEYWORD_SCAN_ROWS` (each count read with a bounded scan); [] when even the rarest is more common."""
+def term_counts(s: Session, terms: Sequence[str]) -> dict[str, int]:
+    """Per term, how many items hold it, counted up to ``KEYWORD_SCAN_ROWS + 1`` (a bounded scan each)."""
     pg = s.get_bind().dialect.name == "postgresql"
-    df = {}
+    out = {}
     for t in terms:
         params = {"term": t} if pg else {"match": f'"{t}"'}
-        df[t] = int(s.execute(text(_PG_DF if pg else _SQLITE_DF), {**params, "cap": KEYWORD_SCAN_ROWS + 1}).scalar_one())
+        out[t] = int(s.execute(text(_PG_DF if pg else _SQLITE_DF), {**params, "cap": KEYWORD_SCAN_ROWS + 1}).scalar_one())
+    return out
+
+
+def selective_terms(s: Session, terms: Sequence[str], df: Mapping[str, int] | None = None) -> list[str]:
+    """The terms a keyword query scores: rarest first while their summed document counts stay within
+    :data:`KEYWORD_SCAN_ROWS` (``df``: kept :func:`term_counts`, else counted now); [] when even the rarest is
+    more common."""
+    missing = [t for t in terms if df is None or t not in df]
+    df = {**(df or {}), **(term_counts(s, missing) if missing else {})}
     chosen, total = [], 0
     for t in sorted(terms, key=lambda t: (df[t], terms.index(t))):
         if df[t] == 0:
