@@ -24,8 +24,13 @@ def data_dir_from(arg: str | os.PathLike | None) -> Path:
     return Path(arg or os.environ.get("RETRIEVAL_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
 
 
+def configured_database_url() -> str | None:
+    """``$DATABASE_URL`` when set (a catalog outside the data directory), else None."""
+    return os.environ.get("DATABASE_URL") or None
+
+
 def database_url(data_dir: Path) -> str:
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'catalog.sqlite3'}"
+    return configured_database_url() or f"sqlite:///{Path(data_dir) / 'catalog.sqlite3'}"
 
 
 def make_engine(url: str) -> Engine:
@@ -157,12 +162,10 @@ def analyze_if_stale(engine: Engine) -> bool:
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        believed = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'items'::regclass")).scalar_one()
+        believed = max(0, conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'items'::regclass")).scalar_one())
         actual = conn.execute(text("SELECT count(*) FROM items")).scalar_one()
-        off = abs(actual - max(believed, 0))
-        if believed >= 0 and (off < STALE_MIN_ROWS or off <= STALE_FRACTION * max(actual, believed)):
-            return False
-        if believed < 0 and actual < STALE_MIN_ROWS:
+        off = abs(actual - believed)  # never analysed (-1) counts as believed empty
+        if off < STALE_MIN_ROWS or off <= STALE_FRACTION * max(actual, believed):
             return False
         conn.execute(text("ANALYZE " + ", ".join(ANALYZED_TABLES)))  # names from the fixed tuple above
         conn.commit()

@@ -134,6 +134,15 @@ def test_migration_backfills_syncs_and_downgrades(db_url):
         engine.dispose()
 
 
+def _notes(conn, bodies: dict[int, str]) -> None:
+    """One text file holding items ``{id: content}`` (raw SQL: the keyword index is kept by the triggers)."""
+    conn.execute(text("INSERT INTO files (id, path, modality, size, mtime_ns, status, indexed_at) "
+                      "VALUES (1, '/n.txt', 'text', 1, 1, 'ok', '2026-01-01')"))
+    for i, body in bodies.items():
+        conn.execute(text("INSERT INTO items (id, file_id, modality, content) VALUES (:i, 1, 'text', :b)"),
+                     {"i": i, "b": body})
+
+
 def test_keyword_work_is_bounded_rare_words_first(db_url, monkeypatch):
     """Common words (more rows than the scan budget) are left to the vector side when rarer words are typed;
     a query of common words only ranks items holding all of them, among a bounded number of rows."""
@@ -141,13 +150,8 @@ def test_keyword_work_is_bounded_rare_words_first(db_url, monkeypatch):
     try:
         upgrade_to_head(engine)
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO files (id, path, modality, size, mtime_ns, status, indexed_at) "
-                              "VALUES (1, '/n.txt', 'text', 1, 1, 'ok', '2026-01-01')"))
-            rows = [(i, "common words everywhere " + ("walrus " if i == 7 else "") + ("kelp" if i % 2 else ""))
-                    for i in range(1, 21)]
-            for i, body in rows:
-                conn.execute(text("INSERT INTO items (id, file_id, modality, content) VALUES (:i, 1, 'text', :b)"),
-                             {"i": i, "b": body})
+            _notes(conn, {i: "common words everywhere " + ("walrus " if i == 7 else "") + ("kelp" if i % 2 else "")
+                          for i in range(1, 21)})
         with Session(engine) as s:
             before = [i for i, _ in repo.keyword_search(s, "walrus common")]
             assert before[0] == 7 and len(before) == 20  # within the budget: every term scored, as always
@@ -171,12 +175,8 @@ def test_a_kept_item_count_scores_as_counting_does(db_url):
     try:
         upgrade_to_head(engine)
         with engine.begin() as conn:
-            conn.execute(text("INSERT INTO files (id, path, modality, size, mtime_ns, status, indexed_at) "
-                              "VALUES (1, '/n.txt', 'text', 1, 1, 'ok', '2026-01-01')"))
-            for i in range(1, 31):
-                body = " ".join(w for w, every in (("heron", 3), ("marsh", 4), ("reed", 5)) if i % every == 0)
-                conn.execute(text("INSERT INTO items (id, file_id, modality, content) VALUES (:i, 1, 'text', :b)"),
-                             {"i": i, "b": body or "mud"})
+            _notes(conn, {i: " ".join(w for w, every in (("heron", 3), ("marsh", 4), ("reed", 5)) if i % every == 0)
+                          or "mud" for i in range(1, 31)})
         with Session(engine) as s:
             assert repo.item_total(s) == 30
             counted = repo.keyword_search(s, "heron marsh reed")
@@ -196,11 +196,7 @@ def test_the_query_port_keeps_term_counts_per_revision(db_url, tmp_path, monkeyp
     catalog = Catalog(tmp_path / "data", database_url=db_url)
     try:
         with catalog.engine.begin() as conn:
-            conn.execute(text("INSERT INTO files (id, path, modality, size, mtime_ns, status, indexed_at) "
-                              "VALUES (1, '/n.txt', 'text', 1, 1, 'ok', '2026-01-01')"))
-            for i, body in enumerate(["otter river", "otter", "river delta"], start=1):
-                conn.execute(text("INSERT INTO items (id, file_id, modality, content) VALUES (:i, 1, 'text', :b)"),
-                             {"i": i, "b": body})
+            _notes(conn, {1: "otter river", 2: "otter", 3: "river delta"})
         port = CatalogPort(catalog)
         counted: list[list[str]] = []
         real = repo.term_counts

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from indexer import repository as repo
 from indexer.catalog import Catalog
-from indexer.db import schema_versions
+from indexer.db import configured_database_url, schema_versions
 from indexer.service import service_for
 from retrieval import decoders
 from retrieval.encoders import Model
@@ -78,7 +77,7 @@ class Engine:
         self.data_dir = Path(data_dir)
         # as the indexer reads it (indexer.db.database_url): the config, else $DATABASE_URL, else the SQLite file;
         # without this a catalog on Postgres named only by $DATABASE_URL looked like "nothing indexed yet"
-        self.database_url = database_url or os.environ.get("DATABASE_URL") or None
+        self.database_url = database_url or configured_database_url()
         self.reload_check_s = reload_check_s
         self._catalog: Catalog | None = None
         self._snapshot: Snapshot | None = None
